@@ -1,0 +1,36 @@
+# The two front doors: `make run` (the whole fleet on a laptop) and `make test` (the whole suite).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint format bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	$(BIN)/python scripts/devstack.py run
+
+# PYTEST_ARGS lets you narrow a run: make test PYTEST_ARGS="tests/unit -x"
+test: install
+	$(BIN)/python scripts/devstack.py test $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python benchmarks/beat.py
+
+clean:
+	rm -rf $(VENV) staticfiles var .pytest_cache test-artifacts

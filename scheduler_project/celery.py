@@ -1,0 +1,19 @@
+"""The Celery app. RedBeat's keys are set on app.conf directly: the CELERY_ settings namespace does not map
+`redbeat_*` names the way one would expect, and a silent miss here means an unlocked beat."""
+
+import os
+
+from celery import Celery
+from django.conf import settings
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
+
+app = Celery("scheduler_project")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.redbeat_redis_url = settings.REDIS_URL
+app.conf.redbeat_key_prefix = settings.REDBEAT_KEY_PREFIX
+app.conf.redbeat_lock_key = f"{settings.REDBEAT_KEY_PREFIX}::lock"
+app.conf.redbeat_lock_timeout = settings.REDBEAT_LOCK_TIMEOUT
+app.conf.beat_max_loop_interval = settings.BEAT_MAX_LOOP_INTERVAL
+app.conf.beat_scheduler = "schedules.redbeat_sync:TriggerScheduler"
+app.autodiscover_tasks()

@@ -1,0 +1,50 @@
+"""Shared fixtures: the real Redis (this run's own database number), child-process environments, and a
+hypothesis profile for CI."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+from tests.support.procs import Fleet, fleet, live_database_url
+
+hypothesis_settings.register_profile(
+    "ci", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]
+)
+hypothesis_settings.register_profile("dev", deadline=None, max_examples=50)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    """The real Redis, this run's database only: flushed before and after (FLUSHDB, never FLUSHALL)."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def child_env() -> dict[str, str]:
+    """Environment for subprocesses: the same settings, pointed at the live test database."""
+    env = dict(os.environ)
+    env["DATABASE_URL"] = live_database_url()
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+@pytest.fixture
+def processes(request: pytest.FixtureRequest, child_env: dict[str, str]) -> Iterator[Fleet]:
+    log_dir = ARTIFACTS / "logs" / request.node.name.replace("/", "_")[:120]
+    with fleet(log_dir, child_env) as group:
+        yield group

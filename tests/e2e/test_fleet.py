@@ -1,0 +1,77 @@
+"""The fleet as `make run` starts it: scripts/devstack.py (migrate, collectstatic, honcho with web under
+gunicorn, worker, beat, flower), checked from outside like an operator would, then stopped with Ctrl-C
+and checked to have left no process behind."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import urllib.request
+
+import pytest
+import redis
+from django.conf import settings
+
+from tests.support.procs import BIN, Fleet, celery_cmd, free_port, marked_pids, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def http_get(url: str, timeout: float = 3) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode(errors="replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+def test_make_run_brings_up_the_whole_fleet_and_ctrl_c_stops_it(
+    processes: Fleet, redis_client: redis.Redis
+) -> None:
+    web_port, flower_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{web_port}"
+    devstack = processes.start(
+        "devstack", [str(BIN / "python"), "scripts/devstack.py", "run"],
+        PORT=str(web_port), FLOWER_PORT=str(flower_port), WORKER_CONCURRENCY="1",
+    )  # fmt: skip
+
+    status, body = wait_for(
+        lambda: (r := http_get(f"{base}/healthz"))[0] == 200 and r, timeout=90, what="/healthz 200"
+    )
+    assert json.loads(body) == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+    # The admin is styled: its stylesheet is served by whitenoise from collectstatic's manifest.
+    status, login = http_get(f"{base}/admin/login/")
+    assert status == 200
+    css = re.search(r'href="(/static/admin/css/base[^"]*\.css)"', login)
+    assert css, "admin login page links its stylesheet"
+    status, stylesheet = http_get(base + css.group(1))
+    assert status == 200
+    assert "body" in stylesheet
+
+    def worker_pings() -> bool:
+        result = subprocess.run(
+            celery_cmd("inspect", "ping", "--timeout", "2"),
+            env=processes.env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return result.returncode == 0 and "pong" in result.stdout
+
+    wait_for(worker_pings, timeout=60, interval=1, what="a worker answering celery inspect ping")
+    wait_for(lambda: http_get(f"http://127.0.0.1:{flower_port}/")[0] == 200, timeout=60, what="Flower's page")
+    lock_key = f"{settings.REDBEAT_KEY_PREFIX}::lock"
+    token = wait_for(lambda: redis_client.get(lock_key), timeout=60, what="a beat holding the RedBeat lock")
+    assert redis_client.pttl(lock_key) > 0, "the lock expires if its holder dies"
+    assert token
+
+    assert marked_pids(processes.marker), "the fleet's processes carry the marker"
+    processes.send("devstack", signal.SIGINT)  # what Ctrl-C in the terminal sends
+    devstack.wait(timeout=40)
+    wait_for(lambda: not marked_pids(processes.marker), timeout=30, what="every fleet process to exit")
+    output = processes.log("devstack")
+    assert f"http://127.0.0.1:{web_port}/admin/" in output
+    assert "Flower" in output

@@ -1,0 +1,68 @@
+"""The deployment files agree with each other: compose runs the Procfile's roles with the Procfile's commands,
+and the models match their migrations."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from io import StringIO
+
+import pytest
+import yaml
+from django.core.management import call_command
+
+from tests.support.procs import ROOT
+
+
+def procfile(name: str = "Procfile") -> dict[str, str]:
+    roles = {}
+    for line in (ROOT / name).read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            role, command = line.split(":", 1)
+            roles[role.strip()] = command.strip()
+    return roles
+
+
+def program(command: str) -> list[str]:
+    """The command's words with shell defaults resolved (${PORT:-8000} -> 8000) and options that only bind
+    addresses, ports or sizes dropped, so that what must agree (program, app, role, scheduler) is compared."""
+    command = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command)
+    words = shlex.split(command)
+    loose = ("--bind", "--workers", "--concurrency", "--address", "--port", "--graceful-timeout")
+    return [w for w in words if not w.startswith(loose) and not re.fullmatch(r"[\d.:]+", w)]
+
+
+def test_compose_services_match_procfile_roles() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    roles = procfile()
+    for role, command in roles.items():
+        assert role in services, f"Procfile role {role!r} has no compose service"
+        assert program(services[role]["command"]) == program(command), role
+    app_services = {
+        name
+        for name, svc in services.items()
+        if svc.get("build") or svc.get("image", "").startswith("workflow")
+    }
+    assert app_services == set(roles), "every app service in compose is a Procfile role and vice versa"
+    assert services["beat"]["deploy"]["replicas"] == 2
+    assert services["worker"]["restart"] == "unless-stopped"
+    redis_cmd = services["redis"]["command"]
+    assert "--appendonly" in redis_cmd
+    assert "noeviction" in redis_cmd
+    for infra in ("postgres", "redis"):
+        assert "healthcheck" in services[infra]
+
+
+def test_dev_procfile_runs_the_long_lived_roles_with_the_same_programs() -> None:
+    dev, prod = procfile("Procfile.dev"), procfile()
+    assert set(dev) == {"web", "worker", "beat", "flower"}
+    for role in ("web", "worker", "flower"):
+        assert program(dev[role]) == program(prod[role]), role
+    assert prod["beat"] in dev["beat"], "dev beat is the production beat under a restart loop"
+
+
+@pytest.mark.django_db
+def test_migrations_match_models() -> None:
+    out = StringIO()
+    call_command("makemigrations", "--check", "--dry-run", stdout=out)
