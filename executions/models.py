@@ -1,0 +1,215 @@
+"""Executions: one row per run that was due (including the ones skipped, with the reason), and one row per
+launch attempt. The unique (trigger, slot) key is the exactly-once guarantee for scheduled runs."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from schedules.models import Priority, Trigger
+
+
+class ExecutionStatus(models.TextChoices):
+    PENDING = "pending", "Pending — recorded, not yet sent to a worker"
+    WAITING = "waiting", "Waiting — held back by the overlap or concurrency policy"
+    QUEUED = "queued", "Queued — launch task sent"
+    RUNNING = "running", "Running — the target accepted the run"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    TIMED_OUT = "timed_out", "Timed out"
+    CANCELLED = "cancelled", "Cancelled"
+    SKIPPED = "skipped", "Skipped — due, but a policy decided not to run it"
+
+
+#: States from which nothing more happens to an execution.
+FINISHED_STATUSES = frozenset(
+    {
+        ExecutionStatus.SUCCEEDED,
+        ExecutionStatus.FAILED,
+        ExecutionStatus.TIMED_OUT,
+        ExecutionStatus.CANCELLED,
+        ExecutionStatus.SKIPPED,
+    }
+)
+#: States that count as "an earlier run is still going" for the overlap policy.
+ACTIVE_STATUSES = frozenset({ExecutionStatus.PENDING, ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
+
+
+class ExecutionOrigin(models.TextChoices):
+    SCHEDULE = "schedule", "Schedule — fired by beat on time"
+    CATCHUP = "catchup", "Catch-up — a slot missed while the fleet was down"
+    MANUAL = "manual", "Manual — run now or re-run"
+    TICK = "tick", "Tick — fired by the beat-less tick endpoint"
+
+
+class SkipReason(models.TextChoices):
+    PAUSED = "paused", "Trigger paused"
+    COMPLETED = "completed", "Trigger completed"
+    OVERLAP = "overlap", "An earlier run was still running"
+    OUTSIDE_BOUNDS = "outside_bounds", "Outside the start/end bounds"
+    CATCHUP_NONE = "catchup_none", "Missed; catch-up policy is none"
+    CATCHUP_SUPERSEDED = "catchup_superseded", "Missed; a later slot ran instead"
+    CATCHUP_WINDOW = "catchup_window", "Missed; older than the catch-up window"
+    CATCHUP_CAP = "catchup_cap", "Missed; beyond the catch-up cap"
+    MISFIRE = "misfire", "Started later than the misfire grace"
+    LIMIT_REACHED = "limit_reached", "max_runs reached"
+    DELETED = "deleted", "Trigger deleted"
+
+
+class Execution(models.Model):
+    id = models.UUIDField(
+        primary_key=True,
+        default=uuid.uuid4,
+        editable=False,
+        help_text="Also the idempotency key sent to the target.",
+    )
+    trigger = models.ForeignKey(
+        Trigger,
+        on_delete=models.CASCADE,
+        related_name="executions",
+        help_text="The trigger this run belongs to.",
+    )
+    slot = models.DateTimeField(
+        null=True, blank=True, help_text="Nominal scheduled instant (UTC); empty for manual runs."
+    )
+    fire_at = models.DateTimeField(
+        null=True, blank=True, help_text="The slot plus its deterministic jitter: when it was due to start."
+    )
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="Launch no earlier than this (catch-up spread)."
+    )
+    origin = models.CharField(max_length=16, choices=ExecutionOrigin.choices, help_text="What started it.")
+    status = models.CharField(
+        max_length=16,
+        choices=ExecutionStatus.choices,
+        default=ExecutionStatus.PENDING,
+        db_index=True,
+        help_text="Where the run is in its life.",
+    )
+    skip_reason = models.CharField(
+        max_length=32, choices=SkipReason.choices, blank=True, default="", help_text="Why it was skipped."
+    )
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Launch attempts made so far.")
+    priority = models.CharField(
+        max_length=8,
+        choices=Priority.choices,
+        default=Priority.MEDIUM,
+        help_text="Queue priority of its launch.",
+    )
+    input = models.JSONField(default=dict, blank=True, help_text="Snapshot of the input the run was given.")
+    result = models.JSONField(null=True, blank=True, help_text="Small JSON result reported by the target.")
+    run_id = models.CharField(
+        max_length=200, blank=True, default="", help_text="The run id the target returned."
+    )
+    error = models.TextField(blank=True, default="", help_text="Last error text.")
+    launched_by = models.CharField(
+        max_length=100, blank=True, default="", help_text="Who or what launched it (beat, tick, user name)."
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The user who asked for a manual run.",
+    )
+    requested_at = models.DateTimeField(null=True, blank=True, help_text="When a manual run was asked for.")
+    idempotency_key = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Client key that makes a repeated manual request one run.",
+    )
+    rerun_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="reruns",
+        help_text="The execution this one repeats.",
+    )
+    task_id = models.CharField(
+        max_length=255, blank=True, default="", help_text="Celery id of the launch task."
+    )
+    queued_at = models.DateTimeField(null=True, blank=True, help_text="When the launch task was sent.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When the target accepted the run.")
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When the run ended.")
+    duration_ms = models.PositiveBigIntegerField(null=True, blank=True, help_text="Run time in milliseconds.")
+    created_at = models.DateTimeField(
+        auto_now_add=True, db_index=True, help_text="When the row was recorded."
+    )
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last change to the row.")
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["trigger", "slot"], condition=Q(slot__isnull=False), name="execution_one_per_slot"
+            ),
+            models.UniqueConstraint(
+                fields=["trigger", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="execution_idempotency_key",
+            ),
+            models.CheckConstraint(
+                name="execution_scheduled_has_slot",
+                condition=Q(origin__in=["manual"]) | Q(slot__isnull=False),
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["trigger", "status"], name="execution_trigger_status"),
+            models.Index(fields=["trigger", "-slot"], name="execution_trigger_slot"),
+            models.Index(fields=["status", "updated_at"], name="execution_status_updated"),
+        ]
+
+    def __str__(self) -> str:
+        when = self.slot.isoformat() if self.slot else "manual"
+        return f"{self.trigger_id} @ {when}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+
+class AttemptOutcome(models.TextChoices):
+    STARTED = "started", "Started — in flight"
+    SUCCEEDED = "succeeded", "Accepted or completed by the target"
+    RETRYABLE = "retryable", "Failed; will be retried"
+    FAILED = "failed", "Failed; not retryable or out of attempts"
+    TIMED_OUT = "timed_out", "Timed out"
+
+
+class Attempt(models.Model):
+    execution = models.ForeignKey(
+        Execution,
+        on_delete=models.CASCADE,
+        related_name="attempt_set",
+        help_text="The run this try belongs to.",
+    )
+    number = models.PositiveSmallIntegerField(help_text="1 for the first try.")
+    started_at = models.DateTimeField(help_text="When this try began.")
+    finished_at = models.DateTimeField(null=True, blank=True, help_text="When this try ended.")
+    outcome = models.CharField(
+        max_length=16,
+        choices=AttemptOutcome.choices,
+        default=AttemptOutcome.STARTED,
+        help_text="How it ended.",
+    )
+    http_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="HTTP status, if any.")
+    exception = models.CharField(max_length=200, blank=True, default="", help_text="Exception type, if any.")
+    error = models.TextField(blank=True, default="", help_text="Error text.")
+    retry_delay_seconds = models.FloatField(
+        null=True, blank=True, help_text="Delay before the next attempt, when one follows."
+    )
+
+    class Meta:
+        ordering = ["execution", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["execution", "number"], name="attempt_number_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.execution_id}"

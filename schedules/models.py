@@ -1,0 +1,247 @@
+"""The Trigger: the source of truth for when a workflow starts. RedBeat entries are derived from these rows
+and can always be rebuilt from them."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from schedules.querysets import TriggerQuerySet
+
+
+class TriggerKind(models.TextChoices):
+    CRON = "cron", "Cron expression"
+    INTERVAL = "interval", "Fixed interval"
+    ONCE = "once", "Once"
+
+
+class TriggerStatus(models.TextChoices):
+    ACTIVE = "active", "Active — fires on schedule"
+    PAUSED = "paused", "Paused — no runs until resumed"
+    COMPLETED = "completed", "Completed — schedule ended"
+
+
+class OverlapPolicy(models.TextChoices):
+    ALLOW = "allow", "Allow — start even while an earlier run is running"
+    SKIP = "skip", "Skip — record the slot skipped while an earlier run is running"
+    QUEUE = "queue", "Queue — start after the earlier run ends, in slot order"
+    BUFFER_ONE = "buffer_one", "Buffer one — keep at most one waiting, skip the rest"
+    REPLACE = "replace", "Replace — cancel the running one and start the new one"
+
+
+class CatchupPolicy(models.TextChoices):
+    NONE = "none", "None — record missed slots skipped"
+    LATEST = "latest", "Latest — run the most recent missed slot once"
+    FIRE_IMMEDIATELY = "fire_immediately", "Fire immediately — run every missed slot, oldest first"
+    SPREAD = "spread", "Spread — run every missed slot, spaced over the catch-up window"
+
+
+class Priority(models.TextChoices):
+    URGENT = "urgent", "Urgent"
+    HIGH = "high", "High"
+    MEDIUM = "medium", "Medium"
+    LOW = "low", "Low"
+
+
+def _default(name: str):
+    """Operator-tunable defaults (settings.SCHEDULER_DEFAULTS), read when a row is created, not at import."""
+
+    def default():
+        return settings.SCHEDULER_DEFAULTS[name]
+
+    default.__name__ = f"default_{name}"
+    default.__qualname__ = default.__name__
+    return default
+
+
+default_overlap_policy = _default("overlap_policy")
+default_catchup_policy = _default("catchup_policy")
+default_catchup_window_seconds = _default("catchup_window_seconds")
+default_misfire_grace_seconds = _default("misfire_grace_seconds")
+default_max_attempts = _default("max_attempts")
+default_backoff_seconds = _default("backoff_seconds")
+default_timeout_seconds = _default("timeout_seconds")
+default_priority = _default("priority")
+
+
+class Trigger(models.Model):
+    id = models.UUIDField(
+        primary_key=True, default=uuid.uuid4, editable=False, help_text="Stable identifier."
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="triggers",
+        help_text="Who owns the trigger; only they (and staff) see it and its runs.",
+    )
+    name = models.CharField(max_length=200, help_text="A name people recognise in lists.")
+    description = models.TextField(blank=True, default="", help_text="What this schedule is for.")
+
+    # What to run
+    workflow_id = models.CharField(max_length=200, help_text="Opaque reference to the workflow to start.")
+    target = models.CharField(
+        max_length=100, default="default", help_text="Name of an operator-configured launch target."
+    )
+    input = models.JSONField(
+        default=dict, blank=True, help_text="JSON object passed to each run as its input."
+    )
+    metadata = models.JSONField(default=dict, blank=True, help_text="JSON object passed along with each run.")
+
+    # When
+    kind = models.CharField(
+        max_length=16,
+        choices=TriggerKind.choices,
+        default=TriggerKind.CRON,
+        help_text="How slots are computed.",
+    )
+    cron_expression = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="5 fields, or 6 with seconds first; evaluated in the trigger's time zone.",
+    )
+    interval_seconds = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Interval kind: seconds between slots (elapsed time)."
+    )
+    anchor_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Interval kind: slots fall at anchor + k·interval, so they never drift.",
+    )
+    run_at = models.DateTimeField(null=True, blank=True, help_text="Once kind: the single instant to run.")
+    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA zone the schedule is read in.")
+    start_at = models.DateTimeField(null=True, blank=True, help_text="No slot before this instant.")
+    end_at = models.DateTimeField(null=True, blank=True, help_text="No slot after this instant.")
+    max_runs = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Complete the trigger after this many runs."
+    )
+    jitter_seconds = models.PositiveIntegerField(
+        default=0,
+        help_text="Deterministic delay in [0, jitter] per slot; below the smallest gap between slots.",
+    )
+
+    # State
+    status = models.CharField(
+        max_length=16,
+        choices=TriggerStatus.choices,
+        default=TriggerStatus.ACTIVE,
+        help_text="Changed by pause/resume and by the schedule ending, never directly.",
+    )
+    paused_at = models.DateTimeField(null=True, blank=True, help_text="When the trigger was paused.")
+    paused_reason = models.CharField(max_length=500, blank=True, default="", help_text="Why it was paused.")
+    resumed_at = models.DateTimeField(
+        null=True, blank=True, help_text="Last resume; catch-up never replays slots from before it."
+    )
+    schedule_changed_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Last schedule edit; catch-up never replays the old schedule's slots.",
+    )
+    deleted_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Deleted triggers leave lists and beat, but their execution history stays visible.",
+    )
+
+    # Policies
+    overlap_policy = models.CharField(
+        max_length=16,
+        choices=OverlapPolicy.choices,
+        default=default_overlap_policy,
+        help_text="What happens when a slot comes due while an earlier run is still running.",
+    )
+    catchup_policy = models.CharField(
+        max_length=16,
+        choices=CatchupPolicy.choices,
+        default=default_catchup_policy,
+        help_text="What happens to slots missed while the fleet was down.",
+    )
+    catchup_window_seconds = models.PositiveIntegerField(
+        default=default_catchup_window_seconds, help_text="Missed slots older than this are never run."
+    )
+    misfire_grace_seconds = models.PositiveIntegerField(
+        default=default_misfire_grace_seconds,
+        help_text="How late a slot may start and still count as on time.",
+    )
+
+    # Launch settings
+    max_attempts = models.PositiveSmallIntegerField(
+        default=default_max_attempts, help_text="Launch attempts before a run is marked failed."
+    )
+    backoff_seconds = models.PositiveIntegerField(
+        default=default_backoff_seconds,
+        help_text="First retry delay; doubles each attempt, with full jitter.",
+    )
+    timeout_seconds = models.PositiveIntegerField(
+        default=default_timeout_seconds, help_text="A run still going after this long is marked timed out."
+    )
+    priority = models.CharField(
+        max_length=8,
+        choices=Priority.choices,
+        default=default_priority,
+        help_text="Queue priority of this trigger's launches.",
+    )
+
+    # Counters, kept by the execution side in the same transaction as each execution
+    run_count = models.PositiveIntegerField(default=0, help_text="Runs started (skips not counted).")
+    failure_count = models.PositiveIntegerField(default=0, help_text="Runs that ended in failure.")
+    consecutive_failures = models.PositiveIntegerField(
+        default=0, help_text="Failures since the last success."
+    )
+    last_slot = models.DateTimeField(
+        null=True, blank=True, help_text="The latest slot recorded for this trigger."
+    )
+    last_run_at = models.DateTimeField(null=True, blank=True, help_text="When the latest run started.")
+    last_status = models.CharField(
+        max_length=16, blank=True, default="", help_text="Status of the latest run."
+    )
+    last_error = models.TextField(blank=True, default="", help_text="Error of the latest failed run.")
+    next_run_at = models.DateTimeField(
+        null=True, blank=True, db_index=True, help_text="Next slot (UTC); empty when paused or completed."
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the trigger was registered.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last change to the row.")
+
+    objects = TriggerQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["owner", "status"], name="trigger_owner_status"),
+            models.Index(fields=["status", "next_run_at"], name="trigger_status_next"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                name="trigger_kind_fields",
+                condition=(
+                    (Q(kind="cron") & ~Q(cron_expression=""))
+                    | (Q(kind="interval") & Q(interval_seconds__gte=1))
+                    | (Q(kind="once") & Q(run_at__isnull=False))
+                ),
+            ),
+            models.CheckConstraint(
+                name="trigger_bounds_ordered",
+                condition=Q(start_at__isnull=True)
+                | Q(end_at__isnull=True)
+                | Q(end_at__gt=models.F("start_at")),
+            ),
+            models.CheckConstraint(
+                name="trigger_max_runs_positive", condition=Q(max_runs__isnull=True) | Q(max_runs__gte=1)
+            ),
+            models.CheckConstraint(name="trigger_max_attempts_positive", condition=Q(max_attempts__gte=1)),
+            models.CheckConstraint(name="trigger_timeout_positive", condition=Q(timeout_seconds__gte=1)),
+            models.CheckConstraint(
+                name="trigger_status_valid", condition=Q(status__in=[s.value for s in TriggerStatus])
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
