@@ -1,0 +1,1 @@
+"""REST API (thin: validation lives in the domain)."""
