@@ -1,0 +1,177 @@
+"""The only code that changes a trigger. Views, admin actions, management commands and tasks call these; each
+runs in one transaction and syncs the trigger's beat entry after commit (`robust`: Redis being down must not
+turn a saved change into an error — reconcile repairs the entry from the database)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from scheduler_project import clock
+from schedules import timing, validation
+from schedules.models import Trigger, TriggerStatus
+
+
+def _sync_after_commit(trigger_id: uuid.UUID) -> None:
+    from schedules import redbeat_sync
+
+    transaction.on_commit(lambda: redbeat_sync.sync_trigger(trigger_id), robust=True)
+
+
+def trigger_next_slot(*, trigger: Trigger, after: datetime) -> datetime | None:
+    """The next slot of an active trigger after `after`, or None when its schedule has ended."""
+    spec = validation.spec_from({f: getattr(trigger, f) for f in validation.SCHEDULE_FIELDS})
+    return timing.next_slot(spec, after, runs_so_far=trigger.run_count)
+
+
+def _refresh_next_run(trigger: Trigger, *, now: datetime) -> None:
+    """Keep `next_run_at` true. A schedule with no slot left completes the trigger."""
+    if trigger.status != TriggerStatus.ACTIVE or trigger.deleted_at is not None:
+        trigger.next_run_at = None
+        return
+    after = max(now, trigger.last_slot) if trigger.last_slot else now
+    trigger.next_run_at = trigger_next_slot(trigger=trigger, after=after)
+    if trigger.next_run_at is None:
+        trigger.status = TriggerStatus.COMPLETED
+
+
+@transaction.atomic
+def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False, **fields: Any) -> Trigger:
+    now = clock.now()
+    if "delay_ms" in fields:
+        fields["run_at"] = validation.delay_to_run_at(fields.pop("delay_ms"), now=now)
+    cleaned = validation.clean_fields(fields)
+    for required in ("name", "workflow_id"):
+        if required not in cleaned:
+            raise ValidationError({required: ["this field is required"]})
+    cap = settings.SCHEDULER_MAX_TRIGGERS_PER_OWNER
+    if Trigger.objects.live().filter(owner=owner).count() >= cap:
+        raise ValidationError({"owner": [f"limit of {cap} triggers per owner reached"]})
+    trigger = Trigger(owner=owner, **cleaned)
+    if id is not None:
+        trigger.id = id
+    values = {f: getattr(trigger, f) for f in validation.WRITABLE_FIELDS}
+    validation.normalise_schedule(values, now=now)
+    validation.validate_schedule(values, now=now, check_schedule=True, check_jitter=True)
+    for field in validation.SCHEDULE_FIELDS:
+        setattr(trigger, field, values[field])
+    trigger.schedule_changed_at = now
+    if paused:
+        trigger.status = TriggerStatus.PAUSED
+        trigger.paused_at = now
+    _refresh_next_run(trigger, now=now)
+    trigger.save(force_insert=True)
+    _sync_after_commit(trigger.pk)
+    return trigger
+
+
+@transaction.atomic
+def trigger_update(*, trigger: Trigger, **fields: Any) -> Trigger:
+    now = clock.now()
+    trigger = Trigger.objects.select_for_update().get(pk=trigger.pk)
+    if "delay_ms" in fields:
+        fields["run_at"] = validation.delay_to_run_at(fields.pop("delay_ms"), now=now)
+    cleaned = validation.clean_fields(fields)
+    values = {f: getattr(trigger, f) for f in validation.WRITABLE_FIELDS}
+    values.update(cleaned)
+    validation.normalise_schedule(values, now=now)
+    schedule_changed = any(values[f] != getattr(trigger, f) for f in validation.SCHEDULE_FIELDS)
+    jitter_changed = values["jitter_seconds"] != trigger.jitter_seconds
+    validation.validate_schedule(
+        values, now=now, check_schedule=schedule_changed, check_jitter=schedule_changed or jitter_changed
+    )
+    for field, value in values.items():
+        setattr(trigger, field, value)
+    if schedule_changed:
+        trigger.schedule_changed_at = now
+        if trigger.status == TriggerStatus.COMPLETED:
+            # A new schedule gives a finished trigger new slots: it becomes active again.
+            trigger.status = TriggerStatus.ACTIVE
+    _refresh_next_run(trigger, now=now)
+    trigger.save()
+    _sync_after_commit(trigger.pk)
+    return trigger
+
+
+@transaction.atomic
+def trigger_pause(*, trigger: Trigger, reason: str = "") -> Trigger:
+    trigger = Trigger.objects.select_for_update().get(pk=trigger.pk)
+    if not isinstance(reason, str) or "\x00" in reason or len(reason) > 500:
+        raise ValidationError({"reason": ["must be text of at most 500 characters"]})
+    if trigger.status == TriggerStatus.COMPLETED:
+        raise ValidationError({"status": ["a completed trigger cannot be paused"]})
+    if trigger.status != TriggerStatus.PAUSED:
+        trigger.status = TriggerStatus.PAUSED
+        trigger.paused_at = clock.now()
+        trigger.paused_reason = reason
+        trigger.next_run_at = None
+        trigger.save(update_fields=["status", "paused_at", "paused_reason", "next_run_at", "updated_at"])
+    _sync_after_commit(trigger.pk)
+    return trigger
+
+
+@transaction.atomic
+def trigger_resume(*, trigger: Trigger) -> Trigger:
+    """Resume from now on: slots that fell while paused are never replayed (`resumed_at` floors catch-up)."""
+    trigger = Trigger.objects.select_for_update().get(pk=trigger.pk)
+    if trigger.status == TriggerStatus.COMPLETED:
+        raise ValidationError({"status": ["a completed trigger cannot be resumed; change its schedule"]})
+    if trigger.status == TriggerStatus.PAUSED:
+        now = clock.now()
+        trigger.status = TriggerStatus.ACTIVE
+        trigger.resumed_at = now
+        trigger.paused_at = None
+        trigger.paused_reason = ""
+        _refresh_next_run(trigger, now=now)
+        trigger.save()
+    _sync_after_commit(trigger.pk)
+    return trigger
+
+
+@transaction.atomic
+def trigger_delete(*, trigger: Trigger) -> None:
+    """Soft delete: the trigger leaves every list and beat, but its row stays so the history of its runs
+    (which users expect to keep reading) still has a trigger to point at."""
+    trigger = Trigger.objects.select_for_update().get(pk=trigger.pk)
+    if trigger.deleted_at is None:
+        trigger.deleted_at = clock.now()
+        trigger.next_run_at = None
+        trigger.save(update_fields=["deleted_at", "next_run_at", "updated_at"])
+    _sync_after_commit(trigger.pk)
+
+
+@transaction.atomic
+def trigger_mark_completed(*, trigger: Trigger) -> Trigger:
+    """Called by the execution side when a schedule has no slot left (max_runs reached, end passed)."""
+    trigger = Trigger.objects.select_for_update().get(pk=trigger.pk)
+    if trigger.status != TriggerStatus.COMPLETED:
+        trigger.status = TriggerStatus.COMPLETED
+        trigger.next_run_at = None
+        trigger.save(update_fields=["status", "next_run_at", "updated_at"])
+    _sync_after_commit(trigger.pk)
+    return trigger
+
+
+def trigger_preview(
+    *, trigger: Trigger | None = None, after: datetime | None = None, count: int = 10, **fields: Any
+) -> list[timing.FireTime]:
+    """Next fire times of a saved trigger, or of unsaved fields (the form a user is typing into)."""
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
+        raise ValidationError({"count": ["must be an integer between 1 and 100"]})
+    now = clock.now()
+    after = after or now
+    if trigger is not None:
+        values = {f: getattr(trigger, f) for f in validation.SCHEDULE_FIELDS}
+        runs = trigger.run_count
+    else:
+        values = validation.clean_fields({k: v for k, v in fields.items() if k in validation.SCHEDULE_FIELDS})
+        values.setdefault("kind", "cron")
+        validation.normalise_schedule(values, now=now)
+        validation.validate_schedule(values, now=now, check_schedule=True, check_jitter=False)
+        runs = 0
+    return timing.next_fire_times(validation.spec_from(values), after, count, runs_so_far=runs)

@@ -1,0 +1,206 @@
+"""Validation of trigger fields, shared by the services, the API and the admin so all three give the same
+message for the same mistake. Every problem is a `ValidationError` keyed by the field it concerns — never
+another exception type, whatever the input (NUL characters, absurd numbers, wrong types)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from schedules import timing
+from schedules.models import CatchupPolicy, OverlapPolicy, Priority, TriggerKind
+
+#: Fields a user may set. The rest of a trigger (owner, status, counters, next run) belongs to services.
+WRITABLE_FIELDS = (
+    "name", "description", "workflow_id", "target", "input", "metadata", "kind", "cron_expression",
+    "interval_seconds", "anchor_at", "run_at", "timezone", "start_at", "end_at", "max_runs", "jitter_seconds",
+    "overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds", "max_attempts",
+    "backoff_seconds", "timeout_seconds", "priority",
+)  # fmt: skip
+
+#: Changing any of these changes which slots exist, so catch-up must not replay the old schedule's slots.
+SCHEDULE_FIELDS = (
+    "kind", "cron_expression", "interval_seconds", "anchor_at", "run_at", "timezone", "start_at", "end_at",
+    "max_runs",
+)  # fmt: skip
+
+TEXT_LIMITS = {"name": 200, "description": 10_000, "workflow_id": 200, "target": 100, "cron_expression": 200}
+REQUIRED_TEXT = ("name", "workflow_id")
+DAY = 86_400
+# (minimum, maximum) for each integer field; the maxima keep every product and timedelta far from overflow.
+INT_LIMITS: dict[str, tuple[int, int]] = {
+    "interval_seconds": (1, 10 * 366 * DAY),
+    "max_runs": (1, 1_000_000_000),
+    "jitter_seconds": (0, DAY),
+    "catchup_window_seconds": (0, 30 * DAY),
+    "misfire_grace_seconds": (0, DAY),
+    "max_attempts": (1, 20),
+    "backoff_seconds": (0, 3600),
+    "timeout_seconds": (1, 7 * DAY),
+}
+DATETIME_FIELDS = ("anchor_at", "run_at", "start_at", "end_at")
+CHOICES = {
+    "kind": TriggerKind,
+    "overlap_policy": OverlapPolicy,
+    "catchup_policy": CatchupPolicy,
+    "priority": Priority,
+}
+JSON_LIMIT_BYTES = 64 * 1024
+
+
+def _has_nul(value: Any) -> bool:
+    """PostgreSQL rejects \\u0000 in text and jsonb; find it anywhere in a JSON document."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _check_text(field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValidationError({field: ["must be a string"]})
+    if "\x00" in value:
+        raise ValidationError({field: ["must not contain NUL characters"]})
+    value = value.strip() if field != "description" else value
+    if len(value) > TEXT_LIMITS[field]:
+        raise ValidationError({field: [f"must be at most {TEXT_LIMITS[field]} characters"]})
+    if field in REQUIRED_TEXT and not value:
+        raise ValidationError({field: ["must not be empty"]})
+    return value
+
+
+def _check_json(field: str, value: Any) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError({field: ["must be a JSON object"]})
+    try:
+        encoded = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValidationError({field: [f"must be JSON-serialisable ({exc})"]}) from None
+    except RecursionError:
+        raise ValidationError({field: ["is nested too deeply"]}) from None
+    if len(encoded.encode()) > JSON_LIMIT_BYTES:
+        raise ValidationError({field: [f"must be at most {JSON_LIMIT_BYTES // 1024} KiB of JSON"]})
+    if _has_nul(value):
+        raise ValidationError({field: ["must not contain NUL characters"]})
+    return value
+
+
+def _check_int(field: str, value: Any) -> int | None:
+    if value is None:
+        if field in {"interval_seconds", "max_runs"}:
+            return None
+        raise ValidationError({field: ["must not be null"]})
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError({field: ["must be an integer"]})
+    low, high = INT_LIMITS[field]
+    if not low <= value <= high:
+        raise ValidationError({field: [f"must be between {low} and {high}"]})
+    return value
+
+
+def _check_datetime(field: str, value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise ValidationError({field: ["must be an ISO 8601 date-time"]})
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError({field: ["must include a time zone offset (e.g. 2026-01-01T09:00:00Z)"]})
+    return value
+
+
+def _check_choice(field: str, value: Any) -> str:
+    choices = CHOICES[field]
+    if not isinstance(value, str) or value not in choices.values:
+        allowed = ", ".join(choices.values)
+        raise ValidationError({field: [f"{value!r} is not one of: {allowed}"]})
+    return value
+
+
+def clean_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Type, range and syntax checks of each given field on its own."""
+    unknown = sorted(set(data) - set(WRITABLE_FIELDS))
+    if unknown:
+        raise ValidationError({unknown[0]: ["is not a field that can be set"]})
+    cleaned: dict[str, Any] = {}
+    for field, value in data.items():
+        if field in TEXT_LIMITS:
+            cleaned[field] = _check_text(field, value)
+        elif field in ("input", "metadata"):
+            cleaned[field] = _check_json(field, value)
+        elif field in INT_LIMITS:
+            cleaned[field] = _check_int(field, value)
+        elif field in DATETIME_FIELDS:
+            cleaned[field] = _check_datetime(field, value)
+        elif field in CHOICES:
+            cleaned[field] = _check_choice(field, value)
+        elif field == "timezone":
+            if not isinstance(value, str):
+                raise ValidationError({field: ["must be a string"]})
+            cleaned[field] = value.strip()
+    if "target" in cleaned and cleaned["target"] not in settings.SCHEDULER_TARGETS:
+        allowed = ", ".join(sorted(settings.SCHEDULER_TARGETS)) or "none configured"
+        raise ValidationError({"target": [f"unknown target {cleaned['target']!r}; allowed: {allowed}"]})
+    return cleaned
+
+
+def spec_from(values: Mapping[str, Any]) -> timing.ScheduleSpec:
+    return timing.ScheduleSpec(
+        kind=values["kind"],
+        cron_expression=values.get("cron_expression") or None,
+        interval_seconds=values.get("interval_seconds"),
+        anchor_at=values.get("anchor_at"),
+        run_at=values.get("run_at"),
+        timezone=values.get("timezone") or "UTC",
+        start_at=values.get("start_at"),
+        end_at=values.get("end_at"),
+        max_runs=values.get("max_runs"),
+    )
+
+
+def normalise_schedule(values: dict[str, Any], *, now: datetime) -> None:
+    """Clear the fields another kind uses, so a row never carries a stale cron expression or interval; and
+    give an interval an anchor (its start, or now) so its slots are fixed from the moment it is registered."""
+    kind = values.get("kind")
+    if kind != TriggerKind.CRON:
+        values["cron_expression"] = ""
+    if kind != TriggerKind.INTERVAL:
+        values["interval_seconds"] = None
+        values["anchor_at"] = None
+    elif values.get("anchor_at") is None:
+        values["anchor_at"] = values.get("start_at") or now.replace(microsecond=0)
+    if kind != TriggerKind.ONCE:
+        values["run_at"] = None
+
+
+def validate_schedule(
+    values: Mapping[str, Any], *, now: datetime, check_schedule: bool, check_jitter: bool
+) -> None:
+    """Whole-trigger checks: the schedule can fire, and jitter stays below the gap between slots."""
+    spec = spec_from(values)
+    try:
+        timing.get_zone(spec.timezone)
+        if check_schedule:
+            timing.validate_spec(spec, now=now, min_interval_seconds=settings.SCHEDULER_MIN_INTERVAL_SECONDS)
+        if check_jitter and values.get("jitter_seconds"):
+            timing.validate_jitter(spec, values["jitter_seconds"])
+    except timing.TimingError as exc:
+        raise ValidationError({exc.field: [exc.message]}) from None
+
+
+def delay_to_run_at(delay_ms: Any, *, now: datetime) -> datetime:
+    """The API may give a one-off as a delay in milliseconds instead of an instant."""
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int):
+        raise ValidationError({"delay_ms": ["must be an integer number of milliseconds"]})
+    if not 1 <= delay_ms <= 10 * 366 * DAY * 1000:
+        raise ValidationError({"delay_ms": ["must be between 1 ms and 10 years"]})
+    return now + timedelta(milliseconds=delay_ms)
