@@ -48,3 +48,42 @@ def processes(request: pytest.FixtureRequest, child_env: dict[str, str]) -> Iter
     log_dir = ARTIFACTS / "logs" / request.node.name.replace("/", "_")[:120]
     with fleet(log_dir, child_env) as group:
         yield group
+
+
+class FrozenClock:
+    """The one clock (`scheduler_project.clock.now`), held still and moved by hand."""
+
+    def __init__(self, start):
+        self.current = start
+
+    def now(self):
+        return self.current
+
+    def set(self, value) -> None:
+        self.current = value
+
+    def advance(self, seconds: float) -> None:
+        from datetime import timedelta
+
+        self.current = self.current + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
+    from datetime import UTC, datetime
+
+    from scheduler_project import clock
+
+    frozen = FrozenClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
+    monkeypatch.setattr(clock, "now", frozen.now)
+    return frozen
+
+
+@pytest.fixture
+def user(django_user_model):
+    return django_user_model.objects.create_user(username="alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def other_user(django_user_model):
+    return django_user_model.objects.create_user(username="bob", password="pw-bob-123")
