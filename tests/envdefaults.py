@@ -19,6 +19,9 @@ def _with_db(url: str, db: str) -> str:
     return urlunparse(parsed._replace(path=f"/{db}"))
 
 
+# One SQLite test database file per run, so two runs in one checkout never share (and destroy) one file.
+_VAR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var")
+os.environ.setdefault("SQLITE_TEST_NAME", os.path.join(_VAR, f"test_{os.getpid()}.sqlite3"))
 os.environ["REDIS_URL"] = _with_db(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), TEST_REDIS_DB)
 os.environ.pop("CELERY_BROKER_URL", None)
 for name, value in {
