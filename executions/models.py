@@ -204,6 +204,17 @@ class Attempt(models.Model):
     retry_delay_seconds = models.FloatField(
         null=True, blank=True, help_text="Delay before the next attempt, when one follows."
     )
+    deadline_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text=(
+            "By then a live worker has recorded how this try ended (its call is bounded by the timeout); "
+            "still in flight after it, the worker is provably gone and the try may be replaced."
+        ),
+    )
+    worker = models.CharField(
+        max_length=200, blank=True, default="", help_text="Host and process that made this try."
+    )
 
     class Meta:
         ordering = ["execution", "number"]

@@ -44,6 +44,7 @@ __all__ = [
     "classify_http_status",
     "decide_overlap",
     "is_misfired",
+    "parse_age",
     "parse_retry_after",
     "plan_slots",
     "priority_value",
@@ -579,3 +580,26 @@ def classify_exception(exc: BaseException) -> Outcome:
     if any(cls.__name__ in _RETRYABLE_EXCEPTION_NAMES for cls in type(exc).__mro__):
         return Outcome.RETRYABLE
     return Outcome.FATAL
+
+
+# ----------------------------------------------------------------------------------------------------
+# Retention
+# ----------------------------------------------------------------------------------------------------
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_AGE = re.compile(r"(\d+)([smhdw])")
+
+
+def parse_age(text: str) -> timedelta:
+    """An age such as ``90d``, ``12h``, ``30m``, ``45s``, ``2w`` or a sum like ``1d12h``; ``ValueError`` for
+    anything else, including zero (an age of nothing would prune every finished run, surely a typo)."""
+    compact = text.strip().lower().replace(" ", "") if isinstance(text, str) else ""
+    parts = _AGE.findall(compact)
+    if not compact or "".join(n + u for n, u in parts) != compact:
+        raise ValueError(f"{text!r} is not an age like 90d, 12h, 30m or 1d12h")
+    seconds = sum(int(n) * _AGE_UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    if seconds > 100 * 366 * 86_400:
+        raise ValueError(f"{text!r} is longer than a century")
+    return timedelta(seconds=seconds)

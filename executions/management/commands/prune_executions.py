@@ -1,0 +1,29 @@
+"""`python manage.py prune_executions --older-than 90d [--dry-run]`: execution history retention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from executions import policies, services
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete finished executions (and their attempts) that ended longer ago than --older-than "
+        "(90d, 12h, 30m, 1d12h ...). Runs still going are never deleted; trigger counters are kept."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--older-than", required=True, help="age such as 90d, 12h or 30m")
+        parser.add_argument("--dry-run", action="store_true", help="count what would go, delete nothing")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            age = policies.parse_age(options["older_than"])
+        except ValueError as exc:
+            raise CommandError(f"--older-than: {exc}") from None
+        count = services.execution_prune(older_than=age, dry_run=options["dry_run"])
+        verb = "would delete" if options["dry_run"] else "deleted"
+        self.stdout.write(f"{verb} {count} execution(s) finished more than {options['older_than']} ago")

@@ -1,0 +1,64 @@
+"""Thin Celery tasks: ids and ISO instants in, one service call each."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from celery import shared_task
+from django.conf import settings
+
+from executions import policies, services
+from executions.launchers import demo
+from executions.launchers.base import LaunchPayload
+
+
+@shared_task(name="executions.fire", acks_late=True)
+def fire(trigger_id: str, slot: str, origin: str = "schedule") -> list[str]:
+    """Record one due slot (the nominal instant beat reserved, never "now") and start what should run."""
+    created = services.execution_fire(
+        trigger_id=trigger_id, slot=datetime.fromisoformat(slot), origin=origin, launched_by=origin
+    )
+    return [str(e.pk) for e in created]
+
+
+@shared_task(
+    name="executions.launch",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def launch(self, execution_id: str) -> None:  # type: ignore[no-untyped-def]
+    """One launch attempt. Acked only after it is recorded, and requeued if the worker dies, so a launch is
+    never lost; the service makes a redelivered or duplicate message harmless (see its docstring). Retries
+    are new messages under new task ids, sent by the service, never `self.retry`."""
+    services.execution_launch_attempt(execution_id=execution_id, task_id=self.request.id)
+
+
+@shared_task(name="executions.sweep", acks_late=True, ignore_result=True)
+def sweep() -> dict[str, int]:
+    """Periodic (~10 s): time out, poll, requeue lost messages, promote waiting runs."""
+    return dataclasses.asdict(services.execution_sweep())
+
+
+@shared_task(name="executions.prune", acks_late=True, ignore_result=True)
+def prune(older_than: str | None = None) -> int:
+    """Daily retention: delete finished executions older than `older_than` (default
+    `settings.SCHEDULER_EXECUTION_RETENTION`, else 90 days)."""
+    age = older_than or getattr(settings, "SCHEDULER_EXECUTION_RETENTION", "90d")
+    return services.execution_prune(older_than=policies.parse_age(age))
+
+
+@shared_task(name="executions.demo_workflow", acks_late=True)
+def demo_workflow(**kwargs: Any) -> dict[str, Any]:
+    """A demo workflow run as a Celery task, for a `celery` target in development:
+    `{"kind": "celery", "task": "executions.demo_workflow"}`. Raises on a simulated failure, so the
+    result backend records FAILURE and the sweeper's poll ends the run failed."""
+    fields = {f.name for f in dataclasses.fields(LaunchPayload)}
+    payload = LaunchPayload(**{k: v for k, v in kwargs.items() if k in fields})
+    decided, document, _ = demo.run(payload)
+    if not decided.succeeds:
+        raise demo.DemoFailure(f"demo step {decided.failed_step!r} of {decided.workflow!r} failed")
+    return document
