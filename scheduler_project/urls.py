@@ -12,7 +12,9 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     # Completion callbacks are signed with the internal secret and sit outside the API's authentication.
-    path("api/v1/executions/<uuid:execution_id>/complete", callbacks.complete_view, name="execution-complete"),
+    path(
+        "api/v1/executions/<uuid:execution_id>/complete", callbacks.complete_view, name="execution-complete"
+    ),
     path("api/v1/executions/<uuid:execution_id>/complete/", callbacks.complete_view),
     path("api/v1/", include("schedules.api.urls")),
     path("api/v1/", include("executions.api.urls")),
