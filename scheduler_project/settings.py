@@ -131,11 +131,26 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Cache ----------------------------------------------------------------------------------------------
+# Shared by every web process, so API throttling counts per user across the fleet, not per gunicorn worker.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": os.environ.get("CACHE_URL") or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "KEY_PREFIX": "cache",
+        "TIMEOUT": 300,
+    }
+}
+
 # --- Auth, i18n, static -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
+# The test suite (tests/envdefaults.py) sets this so users are cheap to create, in the test process and in
+# the processes it starts alike; never set it in production.
+if env_bool("INSECURE_FAST_PASSWORD_HASHING", False):
+    PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
@@ -210,22 +225,65 @@ except json.JSONDecodeError as exc:
     raise ImproperlyConfigured(f"SCHEDULER_TARGETS is not valid JSON: {exc}") from exc
 
 # --- REST framework ---------------------------------------------------------------------------------------
+# Token auth first: DRF answers an anonymous request with 401 only when the first authenticator sends a
+# challenge. Throttle rates are "N/second|minute|hour|day" (empty = off); the throttle counters live in the
+# default cache, so give the fleet a shared cache for them to hold across web processes.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "scheduler_project.api.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["scheduler_project.api.GuardedJSONParser"],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_PAGINATION_CLASS": "scheduler_project.api.LimitOffsetPage",
+    "PAGE_SIZE": env_int("API_PAGE_SIZE", 50),
+    "MAX_PAGE_SIZE": env_int("API_MAX_PAGE_SIZE", 200),
+    "DEFAULT_THROTTLE_CLASSES": ["scheduler_project.api.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "user": os.environ.get("API_THROTTLE_USER", "600/min") or None,
+        "auth": os.environ.get("API_THROTTLE_AUTH", "30/min") or None,
+    },
+    "EXCEPTION_HANDLER": "scheduler_project.api.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Workflow Scheduler API",
-    "DESCRIPTION": "Triggers that start workflows on a clock, in their own time zone, exactly once per slot.",
+    "DESCRIPTION": (
+        "Triggers that start workflows on a clock, in their own time zone, exactly once per slot.\n\n"
+        "Authenticate with `Authorization: Token <token>` (or `Bearer <token>`); get a token from "
+        "`POST /api/v1/auth/token/`. You see and change only your own triggers and executions: another "
+        "user's id answers 404. Instants are ISO 8601 with an offset. Errors: 400 `{field: [messages]}`, "
+        'otherwise `{"detail": message}`; the compatible `/api/scheduler/` endpoints answer '
+        '`{"success": false, "error": "field: message"}`.'
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "scheduler_project.api.document_error_responses",
+    ],
+    "SCHEMA_PATH_PREFIX": r"/api/(v1|scheduler)",
+    "ENUM_NAME_OVERRIDES": {
+        "TriggerStatusEnum": "schedules.models.TriggerStatus",
+        "TriggerKindEnum": "schedules.models.TriggerKind",
+        "ExecutionStatusEnum": "executions.models.ExecutionStatus",
+        "ExecutionOriginEnum": "executions.models.ExecutionOrigin",
+        "PriorityEnum": "schedules.models.Priority",
+    },
+    "TAGS": [
+        {"name": "auth", "description": "Get an API token."},
+        {"name": "triggers", "description": "Schedules that start workflows, and their actions."},
+        {"name": "executions", "description": "Runs: scheduled, caught up, manual; their attempts."},
+        {"name": "schedules", "description": "Cron preview and presets, for forms validating as you type."},
+        {"name": "compat", "description": "Endpoints of the earlier scheduler (camelCase, exact shapes)."},
+    ],
 }
 
 # --- Logging ----------------------------------------------------------------------------------------------

@@ -24,12 +24,6 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    """Real password hashing costs ~0.5 s per user; tests need users, not key stretching."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     """The real Redis, this run's database only: flushed before and after (FLUSHDB, never FLUSHALL)."""

@@ -35,6 +35,7 @@ for name, value in {
     "CELERY_VISIBILITY_TIMEOUT": "10",
     "INTERNAL_API_SECRET": "test-internal-secret-0123456789",
     "CRON_SECRET": "test-cron-secret-0123456789",
+    "INSECURE_FAST_PASSWORD_HASHING": "1",
     "HYPOTHESIS_PROFILE": os.environ.get("HYPOTHESIS_PROFILE", "ci"),
 }.items():
     os.environ.setdefault(name, value)

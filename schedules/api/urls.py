@@ -1,3 +1,22 @@
-"""URL routes; filled in by the REST API work."""
+"""`/api/v1/` routes for triggers, schedule helpers and tokens. Every route takes its trailing slash or not:
+a POST without it must not meet Django's APPEND_SLASH redirect, which cannot carry a body."""
 
-urlpatterns: list = []
+from __future__ import annotations
+
+from django.urls import re_path
+from rest_framework.routers import SimpleRouter
+
+from schedules.api import views
+
+# SimpleRouter, not DefaultRouter: two apps share the /api/v1/ prefix and each DefaultRouter would add its own
+# root view there; the schema at /api/schema/ is the index.
+router = SimpleRouter()
+router.trailing_slash = "/?"  # the constructor only knows "/" or "": the slash is optional
+router.register("triggers", views.TriggerViewSet, basename="trigger")
+
+urlpatterns = [
+    re_path(r"^auth/token/?$", views.TokenView.as_view(), name="api-token"),
+    re_path(r"^cron/preview/?$", views.CronPreviewView.as_view(), name="cron-preview"),
+    re_path(r"^presets/?$", views.PresetListView.as_view(), name="presets"),
+    *router.urls,
+]

@@ -1,0 +1,435 @@
+"""Project-wide REST plumbing shared by every API view: authentication, throttles, pagination, the request
+body guard, the one exception handler, and the OpenAPI error shapes.
+
+Both API styles (the snake_case `/api/v1/` one and the camelCase `/api/scheduler/` one kept for frontends of
+the earlier scheduler) shape their errors here, in one function, so a message the domain raises reads the
+same in both — only the envelope and the field names differ.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils.dateparse import parse_datetime
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import exceptions, serializers, status, throttling
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import FormParser, JSONParser
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
+
+# --- Authentication ---------------------------------------------------------------------------------------
+
+
+class BearerTokenAuthentication(TokenAuthentication):
+    """DRF token authentication that also accepts `Authorization: Bearer <token>`, the form most HTTP
+    clients and API gateways send by default.
+
+    It must stay first in `DEFAULT_AUTHENTICATION_CLASSES`: DRF answers an anonymous request with 401 (rather
+    than 403) only when the first authenticator offers a `WWW-Authenticate` challenge, which session auth
+    does not.
+    """
+
+    keywords = ("Token", "Bearer")
+    #: Keys are 40 hex characters; anything longer or with a NUL is rejected before it reaches the database
+    #: (PostgreSQL refuses NUL in text, which would otherwise surface as a 500).
+    max_key_length = 40
+
+    def authenticate(self, request):
+        scheme = get_authorization_header(request).split()[:1]
+        for keyword in self.keywords:
+            if scheme and scheme[0].lower() == keyword.lower().encode():
+                self.keyword = keyword  # instances are per request, so this does not leak between requests
+                break
+        return super().authenticate(request)
+
+    def authenticate_credentials(self, key: str):
+        if len(key) > self.max_key_length or "\x00" in key:
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return super().authenticate_credentials(key)
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """One scheme for both header forms: OpenAPI lists alternative schemes as an AND when they come from one
+    authentication class, and the value is the whole header either way (`Token <t>` or `Bearer <t>`)."""
+
+    target_class = BearerTokenAuthentication
+    name = "tokenAuth"
+    priority = 1
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Token <token>` or `Bearer <token>`, from `POST /api/v1/auth/token/`.",
+        }
+
+
+# --- Throttles --------------------------------------------------------------------------------------------
+
+
+class _LiveRateMixin:
+    """DRF copies `DEFAULT_THROTTLE_RATES` into a class attribute at import time, so a rate changed later
+    (an operator's env in a long-lived shell, a test's override) would be ignored; read it per request."""
+
+    scope: str
+
+    def get_rate(self) -> str | None:
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+
+class UserRateThrottle(_LiveRateMixin, throttling.UserRateThrottle):
+    """Per user (per client IP when anonymous); rate `API_THROTTLE_USER`."""
+
+
+class AuthRateThrottle(_LiveRateMixin, throttling.AnonRateThrottle):
+    """Per client IP on the token endpoint (which authenticates nobody): slows password guessing. Rate
+    `API_THROTTLE_AUTH`."""
+
+    scope = "auth"
+
+
+# --- Pagination -------------------------------------------------------------------------------------------
+
+
+class LimitOffsetPage(LimitOffsetPagination):
+    """`?limit=&offset=`, with the maximum page size from settings (`API_MAX_PAGE_SIZE`). A limit or offset
+    that is not a non-negative integer is a 400 naming the parameter (DRF would quietly use the default,
+    which hides a client's bug); a limit above the maximum is capped, as DRF documents."""
+
+    def get_limit(self, request) -> int:
+        self.max_limit = api_settings.user_settings.get("MAX_PAGE_SIZE", 200)
+        raw = request.query_params.get(self.limit_query_param)
+        if raw is None or raw == "":
+            return self.default_limit
+        return min(_query_int(self.limit_query_param, raw, minimum=1), self.max_limit)
+
+    def get_offset(self, request) -> int:
+        raw = request.query_params.get(self.offset_query_param)
+        if raw is None or raw == "":
+            return 0
+        return _query_int(self.offset_query_param, raw, minimum=0)
+
+
+_QUERY_INT_MAX = 10**12  # far beyond any real table, and far inside every database's integer range
+
+
+def _query_int(name: str, raw: str, *, minimum: int) -> int:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12 or int(raw) < minimum:
+        raise exceptions.ValidationError(
+            {name: [f"must be a whole number from {minimum} to {_QUERY_INT_MAX - 1}"]}
+        )
+    return int(raw)
+
+
+# --- Request bodies ---------------------------------------------------------------------------------------
+
+
+class RequestTooLarge(exceptions.APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "Request body is too large."
+    default_code = "request_too_large"
+
+
+def request_too_large() -> RequestTooLarge:
+    return RequestTooLarge(f"Request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.")
+
+
+def read_limited(stream, parser_context: Mapping[str, Any] | None) -> bytes:
+    """The request body, refused with 413 beyond `DATA_UPLOAD_MAX_MEMORY_SIZE`.
+
+    DRF 3.18 reads `request.body` for JSON and form bodies, where Django enforces the limit (its
+    `RequestDataTooBig` is mapped to 413 by the exception handler); older DRF versions hand parsers the raw
+    stream and would buffer any size, so the check is also made here, on the declared length and on what is
+    read (a chunked body declares none)."""
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is None:
+        return stream.read()
+    request = (parser_context or {}).get("request")
+    declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+    too_large = request_too_large()
+    if declared and str(declared).isdigit() and int(declared) > limit:
+        raise too_large
+    body = stream.read(limit + 1)
+    if len(body) > limit:
+        raise too_large
+    return body
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
+class GuardedJSONParser(JSONParser):
+    """JSON with a size limit, no NaN/Infinity, no number that overflows to infinity, and nesting deep enough
+    to exhaust the stack answered as a parse error (400) instead of a RecursionError (500)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        body = read_limited(stream, parser_context)
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            data = json.loads(
+                body.decode(encoding), parse_constant=_reject_constant, parse_float=_finite_float
+            )
+            # A lone surrogate (`"\\ud800"`) is valid JSON but not storable text: PostgreSQL refuses it in
+            # text and jsonb alike, so it is refused here, once, for every field.
+            json.dumps(data, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise exceptions.ParseError("JSON parse error - unpaired surrogate in a string") from None
+        except (ValueError, RecursionError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise exceptions.ParseError(f"JSON parse error - {reason}") from None
+        return data
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class GuardedFormParser(FormParser):
+    """Form bodies (the token endpoint accepts `curl -d username=…`) under the same size limit."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        return super().parse(io.BytesIO(read_limited(stream, parser_context)), media_type, parser_context)
+
+
+# --- Instants --------------------------------------------------------------------------------------------
+
+INSTANT_HINT = "e.g. 2026-01-01T09:00:00Z"
+
+
+def parse_instant(value: Any) -> datetime:
+    """An ISO 8601 instant with an offset, as aware UTC. A naive time is refused rather than guessed: which
+    zone the client meant is exactly the mistake a scheduler must not make for them. Raises `ValueError` with
+    a message for people; out-of-range values (year 9999 with a negative offset) included."""
+    parsed = None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and len(value) <= 64:
+        try:
+            parsed = parse_datetime(value.strip())
+        except ValueError:
+            parsed = None
+    if parsed is None:
+        raise ValueError(f"must be an ISO 8601 date-time ({INSTANT_HINT})")
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"must include a time zone offset ({INSTANT_HINT})")
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("is out of range") from None
+
+
+class InstantField(serializers.DateTimeField):
+    """Reads an instant with `parse_instant`; writes it in UTC (`…Z`)."""
+
+    def to_internal_value(self, value: Any) -> datetime:
+        try:
+            return parse_instant(value)
+        except ValueError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "description": "ISO 8601 wall time with the zone's offset. Not `format: date-time`: a historic "
+        "local-mean-time offset has seconds (`-04:56:02`), which RFC 3339 cannot express.",
+        "example": "2026-03-08T03:00:00-04:00",
+    }
+)
+class LocalInstantField(serializers.DateTimeField):
+    """Writes an aware datetime with its own offset (`2026-03-08T03:00:00-07:00`): a preview shows the wall
+    time in the trigger's zone, which converting to UTC would erase."""
+
+    def to_representation(self, value: datetime | None) -> str | None:
+        return value.isoformat() if value is not None else None
+
+
+# --- Errors -----------------------------------------------------------------------------------------------
+
+#: Key under which errors about the request as a whole are reported (DRF's own name for it).
+NON_FIELD = api_settings.NON_FIELD_ERRORS_KEY
+#: Key a malformed body is reported under, so every 400 is `{name: [messages]}`.
+BODY_FIELD = "body"
+
+
+def field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Flatten DRF's error detail (nested dicts and lists, as nested serializers produce) into
+    `{field: [messages]}` with dotted names, so every 400 has one shape a client can rely on."""
+    if isinstance(detail, Mapping):
+        flat: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            name = f"{prefix}.{key}" if prefix else str(key)
+            for field, messages in field_errors(value, name).items():
+                flat.setdefault(field, []).extend(messages)
+        return flat
+    if isinstance(detail, list | tuple):
+        flat = {}
+        for index, item in enumerate(detail):
+            nested = isinstance(item, Mapping | list | tuple)
+            name = f"{prefix}.{index}" if nested and prefix else prefix
+            for field, messages in field_errors(item, name).items():
+                flat.setdefault(field, []).extend(messages)
+        return flat
+    return {prefix or NON_FIELD: [str(detail)]}
+
+
+def _from_django(exc: DjangoValidationError) -> exceptions.ValidationError:
+    """The services raise Django's `ValidationError` keyed by field; DRF would let it become a 500."""
+    if hasattr(exc, "error_dict"):
+        return exceptions.ValidationError(exc.message_dict)
+    return exceptions.ValidationError({NON_FIELD: exc.messages})
+
+
+def one_line(errors: Mapping[str, list[str]]) -> str:
+    """`field: message` for the first problem: the compatible API's errors are a single string."""
+    for field, messages in errors.items():
+        message = messages[0] if messages else "is invalid"
+        return message if field in (NON_FIELD, "detail") else f"{field}: {message}"
+    return "invalid request"
+
+
+def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | None:
+    """The one place API errors get their shape.
+
+    - Django `ValidationError` (what services raise) and DRF's become 400 `{field: [messages]}`; a parse error
+      becomes `{"body": [message]}`.
+    - Everything else DRF knows (401, 403, 404, 405, 413, 415, 429) keeps `{"detail": message}`, with DRF's
+      `WWW-Authenticate` and `Retry-After` headers.
+    - A view may rename fields (`error_field_names`: the domain's `cron_expression` is the compat API's
+      `cronExpression`) and choose the compat envelope (`error_style = "compat"` →
+      `{"success": false, "error": "field: message"}`).
+    Anything else is left to Django (a 500, logged): hiding a bug behind a 400 would only delay finding it.
+    """
+    from rest_framework.views import exception_handler  # not at import time: see document_error_responses
+
+    if isinstance(exc, DjangoValidationError):
+        exc = _from_django(exc)
+    elif isinstance(exc, RequestDataTooBig):
+        exc = request_too_large()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    view = context.get("view")
+    renames: Mapping[str, str] = getattr(view, "error_field_names", {})
+    if isinstance(exc, exceptions.ParseError):
+        errors = {BODY_FIELD: [str(exc.detail)]}
+    elif response.status_code == status.HTTP_400_BAD_REQUEST:
+        errors = field_errors(response.data)
+    else:
+        errors = {"detail": [str(response.data.get("detail", "")) if isinstance(response.data, dict) else ""]}
+    errors = {_rename(field, renames): messages for field, messages in errors.items()}
+    if getattr(view, "error_style", "v1") == "compat":
+        response.data = {"success": False, "error": one_line(errors)}
+    elif "detail" in errors and response.status_code != status.HTTP_400_BAD_REQUEST:
+        response.data = {"detail": errors["detail"][0]}
+    else:
+        response.data = errors
+    return response
+
+
+def _rename(field: str, renames: Mapping[str, str]) -> str:
+    head, dot, rest = field.partition(".")
+    return renames.get(head, head) + dot + rest
+
+
+# --- OpenAPI: the error shapes every operation can answer with ---------------------------------------------
+
+ERROR_COMPONENTS: dict[str, dict[str, Any]] = {
+    "FieldErrors": {
+        "type": "object",
+        "description": "Each key names a field (or `body` for malformed JSON, `non_field_errors` for the "
+        "request as a whole) and lists what is wrong with it.",
+        "additionalProperties": {"type": "array", "items": {"type": "string"}},
+        "example": {"cron_expression": ["field 2 (hour): 25 is out of range 0-23"]},
+    },
+    "ErrorDetail": {
+        "type": "object",
+        "properties": {"detail": {"type": "string", "description": "What went wrong."}},
+        "required": ["detail"],
+        "example": {"detail": "Not found."},
+    },
+    "CompatError": {
+        "type": "object",
+        "properties": {
+            "success": {"type": "boolean", "enum": [False]},
+            "error": {"type": "string", "description": "The problem, naming the field."},
+        },
+        "required": ["success", "error"],
+        "example": {"success": False, "error": "cronExpression: field 2 (hour): 25 is out of range 0-23"},
+    },
+}
+_ERROR_DESCRIPTIONS = {
+    "400": "Invalid input: each key names a field (or `body` for malformed JSON).",
+    "401": "Missing or invalid credentials.",
+    "404": "No such object among yours.",
+    "413": "Request body larger than the configured limit.",
+    "415": "Unsupported content type (send JSON).",
+    "429": "Too many requests; retry after `Retry-After` seconds.",
+}
+_BODY_METHODS = {"post", "put", "patch"}
+
+
+def document_error_responses(result: dict[str, Any], generator: Any, request: Any, public: bool) -> dict:
+    """drf-spectacular post-processing hook: add to every operation the error responses it can give, in the
+    shape of its API style, so the schema says what clients (and schemathesis) actually receive.
+
+    A hook rather than an `AutoSchema` subclass because this module is imported while DRF's views module is
+    still loading (it holds the authentication class), and `drf_spectacular.openapi` imports that module."""
+    result.setdefault("components", {}).setdefault("schemas", {}).update(ERROR_COMPONENTS)
+    view_classes = {
+        (path, method.lower()): getattr(callback, "cls", None)
+        for path, _, method, callback in generator.endpoints
+    }
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            view_class = view_classes.get((path, method))
+            compat = getattr(view_class, "error_style", "v1") == "compat"
+            responses = operation.setdefault("responses", {})
+            for code in _error_codes(path, method, operation, compat=compat):
+                responses.setdefault(code, _error_response(code, compat=compat))
+    return result
+
+
+def _error_codes(path: str, method: str, operation: Mapping[str, Any], *, compat: bool) -> list[str]:
+    has_query = any(p.get("in") == "query" for p in operation.get("parameters", []))
+    security = operation.get("security")
+    codes = []
+    if method in _BODY_METHODS or has_query or compat:
+        codes.append("400")
+    if security and {} not in security:
+        codes.append("401")
+    if "{" in path or compat:
+        codes.append("404")
+    if "requestBody" in operation:
+        codes += ["413", "415"]
+    codes.append("429")  # every API view is throttled (the token endpoint per client IP)
+    return codes
+
+
+def _error_response(code: str, *, compat: bool) -> dict[str, Any]:
+    name = "CompatError" if compat else "FieldErrors" if code == "400" else "ErrorDetail"
+    response: dict[str, Any] = {
+        "description": _ERROR_DESCRIPTIONS[code],
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
+    }
+    if code == "429":
+        response["headers"] = {
+            "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}
+        }
+    return response

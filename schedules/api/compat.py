@@ -1,0 +1,306 @@
+"""The earlier scheduler's endpoints (`/api/scheduler/…`), kept so frontends written against it keep working:
+camelCase bodies, `{"success": …}` envelopes, the same authentication as `/api/v1/`.
+
+They are adapters, not a second implementation: they translate names and call the same services, and their
+errors come from the same exception handler (`error_style = "compat"` only changes the envelope to
+`{"success": false, "error": "cronExpression: …"}`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from executions.api.views import visible_executions
+from executions.models import Execution
+from executions.stats import trigger_stats
+from scheduler_project.api import InstantField
+from schedules import services
+from schedules.api.serializers import DomainText
+from schedules.models import Trigger, TriggerKind, TriggerStatus
+
+HISTORY_LIMIT_MAX = 1000
+
+# --- Bodies -----------------------------------------------------------------------------------------------
+
+
+class RegisterSerializer(serializers.Serializer):
+    triggerId = serializers.UUIDField(
+        help_text="Client-chosen id; registering it again updates the schedule."
+    )
+    workflowId = DomainText(max_length=200, help_text="The workflow to start; also the trigger's name.")
+    cronExpression = DomainText(max_length=200, help_text="5 fields, or 6 with seconds first.")
+    timezone = DomainText(required=False, default="UTC", max_length=64, help_text="IANA zone (default UTC).")
+    enabled = serializers.BooleanField(required=False, default=True, help_text="false registers it paused.")
+
+
+class TriggerIdSerializer(serializers.Serializer):
+    triggerId = serializers.UUIDField()
+
+
+class PauseActionSerializer(TriggerIdSerializer):
+    action = serializers.ChoiceField(choices=["pause", "resume"])
+
+
+class HistoryQuerySerializer(TriggerIdSerializer):
+    limit = serializers.IntegerField(required=False, default=50, min_value=1, max_value=HISTORY_LIMIT_MAX)
+
+
+class ResultSerializer(serializers.Serializer):
+    success = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class CompatExecutionSerializer(serializers.Serializer):
+    executionId = serializers.UUIDField(source="id")
+    triggerId = serializers.UUIDField(source="trigger_id")
+    workflowId = serializers.CharField(source="trigger.workflow_id")
+    scheduledAt = serializers.SerializerMethodField(
+        help_text="The slot; for a manual run, when it was asked for."
+    )
+    executedAt = InstantField(source="started_at", allow_null=True)
+    status = serializers.CharField()
+    error = serializers.SerializerMethodField()
+    runId = serializers.SerializerMethodField()
+    durationMs = serializers.IntegerField(source="duration_ms", allow_null=True)
+    metadata = serializers.SerializerMethodField()
+
+    def get_scheduledAt(self, execution: Execution) -> str | None:
+        return InstantField().to_representation(
+            execution.slot or execution.requested_at or execution.created_at
+        )
+
+    def get_error(self, execution: Execution) -> str | None:
+        return execution.error or None
+
+    def get_runId(self, execution: Execution) -> str | None:
+        return execution.run_id or None
+
+    def get_metadata(self, execution: Execution) -> dict[str, Any]:
+        return {
+            "origin": execution.origin,
+            "attempts": execution.attempts,
+            "skipReason": execution.skip_reason or None,
+            "rerunOf": str(execution.rerun_of_id) if execution.rerun_of_id else None,
+        }
+
+
+class CompatStatsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    successful = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    successRate = serializers.FloatField(allow_null=True)
+    avgDurationMs = serializers.IntegerField(allow_null=True)
+
+
+class HistorySerializer(serializers.Serializer):
+    executions = CompatExecutionSerializer(many=True)
+    stats = CompatStatsSerializer()
+
+
+# --- Views ------------------------------------------------------------------------------------------------
+
+
+def _not_found() -> NotFound:
+    return NotFound("triggerId: no schedule with this id")
+
+
+def _own_trigger(user, trigger_id: uuid.UUID) -> Trigger:
+    """A live trigger the user may change; anyone else's is a 404, exactly like one that does not exist."""
+    trigger = Trigger.objects.visible_to(user).filter(pk=trigger_id).first()
+    if trigger is None:
+        raise _not_found()
+    return trigger
+
+
+def _ok(message: str) -> Response:
+    return Response({"success": True, "message": message})
+
+
+class CompatView(APIView):
+    error_style = "compat"
+    error_field_names = {
+        "name": "workflowId",  # the name defaults to the workflowId, so that is what a too-long name was
+        "workflow_id": "workflowId",
+        "cron_expression": "cronExpression",
+        "trigger_id": "triggerId",
+    }
+
+    def parse(self, serializer_class: type[serializers.Serializer], data: Any) -> dict[str, Any]:
+        body = serializer_class(data=data)
+        body.is_valid(raise_exception=True)
+        return body.validated_data
+
+
+def _compat_schema(
+    operation_id: str, summary: str, request: Any, example: dict[str, Any], message: str
+) -> Any:
+    return extend_schema(
+        operation_id=operation_id,
+        summary=summary,
+        request=request,
+        responses={200: ResultSerializer},
+        tags=["compat"],
+        examples=[
+            OpenApiExample("Request", value=example, request_only=True),
+            OpenApiExample("Done", value={"success": True, "message": message}, response_only=True),
+            OpenApiExample(
+                "Error",
+                value={"success": False, "error": "cronExpression: field 2 (hour): 25 is out of range 0-23"},
+                response_only=True,
+                status_codes=["400"],
+            ),
+        ],
+    )
+
+
+EXAMPLE_ID = "3f2b8c1e-6a0d-4a8e-9d67-0c4f5b2e7a91"
+
+
+class RegisterView(CompatView):
+    @_compat_schema(
+        "compat_register",
+        "Register or update a schedule",
+        RegisterSerializer,
+        {
+            "triggerId": EXAMPLE_ID,
+            "workflowId": "wf-report",
+            "cronExpression": "0 9 * * 1-5",
+            "timezone": "America/Los_Angeles",
+            "enabled": True,
+        },
+        "Schedule registered successfully",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.parse(RegisterSerializer, request.data)
+        fields = {
+            "kind": TriggerKind.CRON,
+            "workflow_id": data["workflowId"],
+            "cron_expression": data["cronExpression"],
+            "timezone": data["timezone"],
+        }
+        with transaction.atomic():
+            if not Trigger.objects.filter(pk=data["triggerId"]).exists():
+                try:
+                    services.trigger_register(
+                        owner=request.user,
+                        id=data["triggerId"],
+                        paused=not data["enabled"],
+                        name=data["workflowId"],
+                        **fields,
+                    )
+                except IntegrityError:
+                    pass  # registered concurrently by a twin request: update it below, if it is ours
+                else:
+                    return _ok("Schedule registered successfully")
+            self._update(request.user, data["triggerId"], data["enabled"], fields)
+        return _ok("Schedule registered successfully")
+
+    @staticmethod
+    def _update(user, trigger_id: uuid.UUID, enabled: bool, fields: dict[str, Any]) -> None:
+        """Registering an existing id updates it, all or nothing (one transaction around the services)."""
+        if Trigger.objects.filter(pk=trigger_id, owner=user, deleted_at__isnull=False).exists():
+            # The row stays after unregister (its history is kept), so the id cannot be reused.
+            raise ValidationError({"triggerId": ["was unregistered; register the schedule under a new id"]})
+        trigger = _own_trigger(user, trigger_id)
+        trigger = services.trigger_update(trigger=trigger, **fields)
+        if enabled and trigger.status == TriggerStatus.PAUSED:
+            services.trigger_resume(trigger=trigger)
+        elif not enabled and trigger.status == TriggerStatus.ACTIVE:
+            services.trigger_pause(trigger=trigger)
+
+
+class UnregisterView(CompatView):
+    @_compat_schema(
+        "compat_unregister",
+        "Unregister a schedule",
+        TriggerIdSerializer,
+        {"triggerId": EXAMPLE_ID},
+        "Schedule unregistered successfully",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.parse(TriggerIdSerializer, request.data)
+        services.trigger_delete(trigger=_own_trigger(request.user, data["triggerId"]))
+        return _ok("Schedule unregistered successfully")
+
+
+class PauseView(CompatView):
+    @_compat_schema(
+        "compat_pause",
+        "Pause or resume a schedule",
+        PauseActionSerializer,
+        {"triggerId": EXAMPLE_ID, "action": "pause"},
+        "Schedule paused successfully",
+    )
+    def post(self, request: Request) -> Response:
+        data = self.parse(PauseActionSerializer, request.data)
+        trigger = _own_trigger(request.user, data["triggerId"])
+        if data["action"] == "pause":
+            services.trigger_pause(trigger=trigger)
+            return _ok("Schedule paused successfully")
+        services.trigger_resume(trigger=trigger)
+        return _ok("Schedule resumed successfully")
+
+
+class HistoryView(CompatView):
+    @extend_schema(
+        operation_id="compat_history",
+        summary="Execution history and statistics of a schedule",
+        parameters=[HistoryQuerySerializer],
+        responses={200: HistorySerializer},
+        tags=["compat"],
+        examples=[
+            OpenApiExample(
+                "History",
+                value={
+                    "executions": [
+                        {
+                            "executionId": "a1c6f0de-2f4e-4a8b-8b1e-5d2f0c9e7b13",
+                            "triggerId": EXAMPLE_ID,
+                            "workflowId": "wf-report",
+                            "scheduledAt": "2026-03-02T17:00:00Z",
+                            "executedAt": "2026-03-02T17:00:00.120000Z",
+                            "status": "succeeded",
+                            "error": None,
+                            "runId": "run-42",
+                            "durationMs": 5120,
+                            "metadata": {
+                                "origin": "schedule",
+                                "attempts": 1,
+                                "skipReason": None,
+                                "rerunOf": None,
+                            },
+                        }
+                    ],
+                    "stats": {
+                        "total": 1,
+                        "successful": 1,
+                        "failed": 0,
+                        "skipped": 0,
+                        "successRate": 100.0,
+                        "avgDurationMs": 5120,
+                    },
+                },
+                response_only=True,
+            )
+        ],
+    )
+    def get(self, request: Request) -> Response:
+        query = self.parse(HistoryQuerySerializer, request.query_params)
+        # History outlives an unregister (deleted triggers keep their runs), so deleted ones are found too.
+        owned = Trigger.objects.all() if request.user.is_staff else Trigger.objects.filter(owner=request.user)
+        trigger = owned.filter(pk=query["triggerId"]).first()
+        if trigger is None:
+            raise _not_found()
+        rows = visible_executions(request.user).filter(trigger=trigger)[: query["limit"]]
+        figures = trigger_stats(trigger=trigger)
+        return Response(HistorySerializer({"executions": rows, "stats": figures}).data)
