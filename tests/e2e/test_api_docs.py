@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from tests.support.procs import BIN, ROOT, Fleet, free_port, wait_for
 
@@ -104,10 +103,7 @@ def test_swagger_ui_its_assets_and_the_schema_are_served_by_gunicorn(web: str, d
     assert "/api/v1/triggers/" in schema["paths"]
     assert "/api/scheduler/register/" in schema["paths"]
 
-    # Hashed with the server's own hasher: the test process uses a fast one (tests/conftest.py) that the
-    # gunicorn child, running the real settings, does not accept.
-    hasher = PBKDF2PasswordHasher()
-    django_user_model.objects.create(username="docs", password=hasher.encode("pw-docs-123", hasher.salt()))
+    django_user_model.objects.create_user(username="docs", password="pw-docs-123")
     status, _, body = http(f"{web}/api/v1/auth/token/", data={"username": "docs", "password": "pw-docs-123"})
     assert status == 200, body
     token = json.loads(body)["token"]
