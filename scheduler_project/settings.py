@@ -206,6 +206,12 @@ SCHEDULER_MIN_INTERVAL_SECONDS = env_int("SCHEDULER_MIN_INTERVAL_SECONDS", 1)
 SCHEDULER_MAX_TRIGGERS_PER_OWNER = env_int("SCHEDULER_MAX_TRIGGERS_PER_OWNER", 1000)
 SCHEDULER_MAX_CATCHUP_SLOTS = env_int("SCHEDULER_MAX_CATCHUP_SLOTS", 100)
 SCHEDULER_MAX_CONCURRENT_PER_OWNER = env_int("SCHEDULER_MAX_CONCURRENT_PER_OWNER", 0)  # 0 = unlimited
+# Dotted paths the `python` launcher may call (operator-only; a trigger names one as its workflow_id).
+SCHEDULER_PYTHON_CALLABLES = env_list("SCHEDULER_PYTHON_CALLABLES", [])
+# Finished executions older than this are pruned daily ("90d", "12h", "30m"); trigger counters survive.
+SCHEDULER_EXECUTION_RETENTION = os.environ.get("SCHEDULER_EXECUTION_RETENTION", "90d")
+# An attempt with no outcome this long past its call timeout is taken as dead (its worker was killed).
+SCHEDULER_ATTEMPT_GRACE_SECONDS = env_float("SCHEDULER_ATTEMPT_GRACE_SECONDS", 5.0)
 SCHEDULER_DEFAULTS = {
     "overlap_policy": os.environ.get("SCHEDULER_DEFAULT_OVERLAP", "skip"),
     "catchup_policy": os.environ.get("SCHEDULER_DEFAULT_CATCHUP", "latest"),
