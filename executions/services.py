@@ -49,7 +49,7 @@ from executions.models import (
     ExecutionStatus,
     SkipReason,
 )
-from scheduler_project import clock
+from scheduler_project import clock, metrics
 from schedules import timing, validation
 from schedules.models import Trigger, TriggerStatus
 
@@ -193,6 +193,7 @@ def execution_fire(
         ]
         created = [e for e in created if e is not None]
         _advance_trigger(trigger, spec, slot=max(p.slot for p in plans), now=now)
+    metrics.runs_recorded(created)
     return created
 
 
@@ -280,6 +281,14 @@ def _lock(execution_id: uuid.UUID | str) -> tuple[Trigger, Execution] | None:
     return trigger, execution
 
 
+def _lock_existing(execution_id: uuid.UUID | str) -> tuple[Trigger, Execution]:
+    """`_lock` for callers that were handed an execution: its disappearing (pruned) is an error for them."""
+    locked = _lock(execution_id)
+    if locked is None:
+        raise Execution.DoesNotExist(f"execution {execution_id} does not exist")
+    return locked
+
+
 def _finish(
     trigger: Trigger,
     execution: Execution,
@@ -321,6 +330,7 @@ def _finish(
         ]
     )  # fmt: skip
     _promote_waiting(trigger)
+    metrics.run_finished(execution)
 
 
 def _promote_waiting(trigger: Trigger) -> None:
@@ -636,6 +646,7 @@ def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResul
             attempt.save()
             status = ExecutionStatus.TIMED_OUT if result.timed_out else ExecutionStatus.FAILED
             _finish(trigger, execution, status, now=now, error=result.error, run_id=result.run_id)
+    metrics.attempt_recorded(attempt.outcome)
     return execution
 
 
@@ -660,10 +671,7 @@ def execution_cancel(*, execution: Execution, reason: str = "cancelled") -> Exec
     only. A finished run is returned unchanged."""
     now = clock.now()
     with transaction.atomic():
-        locked = _lock(execution.pk)
-        if locked is None:
-            raise Execution.DoesNotExist(f"execution {execution.pk} does not exist")
-        trigger, execution = locked
+        trigger, execution = _lock_existing(execution.pk)
         if execution.is_finished:
             return execution
         run_id = execution.run_id if execution.status == ExecutionStatus.RUNNING else ""
@@ -689,10 +697,7 @@ def execution_complete(
         raise ValueError(f"status must be one of {sorted(COMPLETION_STATUSES)}, got {status!r}")
     now = clock.now()
     with transaction.atomic():
-        locked = _lock(execution.pk)
-        if locked is None:
-            raise Execution.DoesNotExist(f"execution {execution.pk} does not exist")
-        trigger, execution = locked
+        trigger, execution = _lock_existing(execution.pk)
         if execution.is_finished:
             if execution.status == status:
                 return execution
@@ -776,6 +781,7 @@ def _create_manual(
                 raise
             return Execution.objects.get(trigger=trigger, idempotency_key=key)  # a concurrent request won
         execution_enqueue_after_commit(execution)
+    metrics.runs_recorded([execution])
     return execution
 
 

@@ -6,6 +6,8 @@ import os
 from celery import Celery
 from django.conf import settings
 
+from scheduler_project import logs, shutdown
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
 
 app = Celery("scheduler_project")
@@ -14,6 +16,11 @@ app.conf.redbeat_redis_url = settings.REDIS_URL
 app.conf.redbeat_key_prefix = settings.REDBEAT_KEY_PREFIX
 app.conf.redbeat_lock_key = f"{settings.REDBEAT_KEY_PREFIX}::lock"
 app.conf.redbeat_lock_timeout = settings.REDBEAT_LOCK_TIMEOUT
+app.conf.redbeat_redis_options = {}  # explicit: RedBeat's fallback to broker_transport_options is deprecated
 app.conf.beat_max_loop_interval = settings.BEAT_MAX_LOOP_INTERVAL
 app.conf.beat_scheduler = "schedules.redbeat_sync:TriggerScheduler"
 app.autodiscover_tasks()
+# Operations: our log filters and format on Celery's own handlers, the run's ids bound from each task's
+# arguments; SIGTERM lets running tasks finish for WORKER_SHUTDOWN_GRACE_SECONDS, then requeues them.
+logs.install_celery_hooks()
+shutdown.install()

@@ -129,6 +129,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {
         "NAME": os.environ.get("SQLITE_TEST_NAME") or str(BASE_DIR / "var" / "test_scheduler.sqlite3")
     }
+elif os.environ.get("DATABASE_TEST_NAME"):
+    # Lets two test runs share one PostgreSQL server without dropping each other's test database.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["DATABASE_TEST_NAME"]}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache ----------------------------------------------------------------------------------------------
@@ -162,6 +165,8 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
+# A file missing from collectstatic's manifest keeps its plain URL instead of failing the page with a 500.
+WHITENOISE_MANIFEST_STRICT = False
 # Requests bodies are small JSON documents; anything larger is abuse.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
 
@@ -212,6 +217,9 @@ SCHEDULER_PYTHON_CALLABLES = env_list("SCHEDULER_PYTHON_CALLABLES", [])
 SCHEDULER_EXECUTION_RETENTION = os.environ.get("SCHEDULER_EXECUTION_RETENTION", "90d")
 # An attempt with no outcome this long past its call timeout is taken as dead (its worker was killed).
 SCHEDULER_ATTEMPT_GRACE_SECONDS = env_float("SCHEDULER_ATTEMPT_GRACE_SECONDS", 5.0)
+# Periodic system tasks the beat leader sends: the sweeper (timeouts, polls, lost messages) and retention.
+SCHEDULER_SWEEP_SECONDS = env_float("SCHEDULER_SWEEP_SECONDS", 10.0)
+SCHEDULER_PRUNE_SECONDS = env_float("SCHEDULER_PRUNE_SECONDS", 86_400.0)
 SCHEDULER_DEFAULTS = {
     "overlap_policy": os.environ.get("SCHEDULER_DEFAULT_OVERLAP", "skip"),
     "catchup_policy": os.environ.get("SCHEDULER_DEFAULT_CATCHUP", "latest"),
@@ -293,11 +301,49 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging ----------------------------------------------------------------------------------------------
+# LOG_FORMAT=json: one JSON object per line (scheduler_project/logs.py); the default is readable text. Every
+# record carries the run it is about (trigger_id, execution_id, slot, attempt) and passes the redacting
+# filter. Celery processes keep their own handlers and text format; scheduler_project/celery.py gives them
+# the same filters (and the JSON formatter).
 LOG_LEVEL = os.environ.get("LOG_LEVEL", "INFO")
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "").strip().lower() or "text"
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'text' or 'json', got {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "text"}},
+    "filters": {
+        "context": {"()": "scheduler_project.logs.ContextFilter"},
+        "redact": {"()": "scheduler_project.logs.RedactingFilter"},
+    },
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "scheduler_project.logs.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["context", "redact"],
+        }
+    },
+    # Django's default config gives `django` its own console handler (DEBUG only) and level INFO: its lines
+    # would print twice, once unformatted and unredacted, and LOG_LEVEL=DEBUG would not reach them (SQL with
+    # DEBUG=1). They reach ours through the root logger instead, at LOG_LEVEL.
+    "loggers": {"django": {"handlers": [], "level": LOG_LEVEL, "propagate": True}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+
+# --- Operations -------------------------------------------------------------------------------------------
+# Metrics, health, fleet status and shutdown (scheduler_project/metrics.py, health.py, status.py,
+# shutdown.py). Metric counters live in Redis under REDBEAT_KEY_PREFIX, so every process of the fleet adds
+# to the same figures whatever container it runs in.
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")  # Bearer token /metrics requires; empty = open
+# /healthz: a beat heartbeat older than this (default three loop intervals) counts as no beat.
+HEALTH_BEAT_MAX_AGE_SECONDS = env_float("HEALTH_BEAT_MAX_AGE_SECONDS", 3 * BEAT_MAX_LOOP_INTERVAL)
+HEALTH_WORKER_PING_TIMEOUT = env_float("HEALTH_WORKER_PING_TIMEOUT", 2.0)
+# /api/v1/status/ and `manage.py fleet status`: how long to wait for workers' inspect replies.
+STATUS_INSPECT_TIMEOUT = env_float("STATUS_INSPECT_TIMEOUT", 1.0)
+# SIGTERM on a worker: running launches get this long to finish, then they are cancelled and requeued
+# (0 = wait without limit, Celery's plain warm shutdown). Keep it below the orchestrator's kill timeout.
+WORKER_SHUTDOWN_GRACE_SECONDS = env_float("WORKER_SHUTDOWN_GRACE_SECONDS", 30.0)

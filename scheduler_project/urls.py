@@ -1,16 +1,23 @@
 """Root URLs: admin, health, the REST API and its docs."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions import callbacks
-from scheduler_project import health
+from scheduler_project import health, metrics, status
+from schedules import tick
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    # Prometheus scrapes with its own optional bearer token (METRICS_TOKEN), outside the API's authentication.
+    path("metrics", metrics.metrics_view, name="metrics"),
+    re_path(r"^api/v1/status/?$", status.StatusView.as_view(), name="fleet-status"),
+    # The beat-less tick has its own secret and sits outside the API's authentication.
+    path("api/v1/tick", tick.tick_view, name="tick"),
+    path("api/v1/tick/", tick.tick_view),
     # Completion callbacks are signed with the internal secret and sit outside the API's authentication.
     path(
         "api/v1/executions/<uuid:execution_id>/complete", callbacks.complete_view, name="execution-complete"

@@ -24,6 +24,16 @@ hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _collected_static() -> None:
+    """Pages link their assets through collectstatic's manifest (as in production), so build it once."""
+    manifest = Path(settings.STATIC_ROOT) / "staticfiles.json"
+    if not manifest.exists():
+        from django.core.management import call_command
+
+        call_command("collectstatic", "--noinput", verbosity=0)
+
+
 @pytest.fixture
 def redis_client() -> Iterator[redis.Redis]:
     """The real Redis, this run's database only: flushed before and after (FLUSHDB, never FLUSHALL)."""

@@ -27,8 +27,9 @@ def program(command: str) -> list[str]:
     """The command's words with shell defaults resolved (${PORT:-8000} -> 8000) and options that only bind
     addresses, ports or sizes dropped, so that what must agree (program, app, role, scheduler) is compared."""
     command = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command)
+    command = re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "required", command)  # ${X:?message}: must be set
     words = shlex.split(command)
-    loose = ("--bind", "--workers", "--concurrency", "--address", "--port", "--graceful-timeout")
+    loose = ("--bind", "--workers", "--concurrency", "--address", "--port", "--graceful-timeout", "--basic-auth")
     return [w for w in words if not w.startswith(loose) and not re.fullmatch(r"[\d.:]+", w)]
 
 
@@ -46,6 +47,10 @@ def test_compose_services_match_procfile_roles() -> None:
     }
     assert app_services == set(roles), "every app service in compose is a Procfile role and vice versa"
     assert services["beat"]["deploy"]["replicas"] == 2
+    # Flower is never open outside dev: the Procfile refuses to start it without credentials, and compose
+    # always hands it FLOWER_BASIC_AUTH (Flower reads the variable itself).
+    assert "--basic-auth=${FLOWER_BASIC_AUTH:?" in roles["flower"]
+    assert compose["x-app"]["environment"]["FLOWER_BASIC_AUTH"]
     assert services["worker"]["restart"] == "unless-stopped"
     redis_cmd = services["redis"]["command"]
     assert "--appendonly" in redis_cmd

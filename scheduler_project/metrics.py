@@ -1,0 +1,482 @@
+"""Prometheus metrics for the whole fleet, served by the web process at `/metrics`.
+
+Why Redis and not prometheus-client's own counters: the events happen in beats and workers, the scrape
+hits one web process, and they may all run in different containers — `PROMETHEUS_MULTIPROC_DIR` cannot
+span containers. So every process adds its events to a few Redis hashes (HINCRBY / HINCRBYFLOAT in one
+pipeline per event, after the database commit, fire-and-forget with sub-second timeouts: a Redis hiccup
+loses a data point, never a fire or a launch), and a custom collector reads them at scrape time together
+with what is better computed then (trigger counts from the database, queue depths and the leader lock from
+Redis). Counters therefore survive process restarts, and reset only when Redis loses its data.
+
+Keys (``<prefix>`` is ``REDBEAT_KEY_PREFIX``)::
+
+    <prefix>::metrics:counters      hash  "<name>" or "<name>|<label>=<value>" -> count
+    <prefix>::metrics:hist:<name>   hash  "le:<bound>" -> observations in that bucket alone (not cumulative),
+                                          "count", "sum"
+    <prefix>::beat                  hash  the leader's heartbeat: host, pid, tick_at (unix), tick_seconds
+
+Writers: `record_due` (beat, per publish batch), `runs_recorded` (fire path and manual runs),
+`attempt_recorded` (launch), `run_finished` (every end of a run), `beat_heartbeat` / the `beat_tick`
+decorator (beat, every tick).
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
+
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.views.decorators.http import require_GET
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+if TYPE_CHECKING:
+    from executions.models import Execution
+
+logger = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Writes must never hold up a fire or a launch: a Redis that does not answer within this is skipped.
+WRITE_TIMEOUT_SECONDS = 0.5
+READ_TIMEOUT_SECONDS = 2.0
+INF = float("inf")
+
+
+# --- Definitions ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CounterDef:
+    name: str  # without the `_total` suffix, which the exposition adds
+    doc: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class HistogramDef:
+    name: str
+    doc: str
+    buckets: tuple[float, ...]  # upper bounds, ascending, +Inf last
+
+    def bucket_of(self, value: float) -> float:
+        return next(bound for bound in self.buckets if value <= bound)
+
+
+DUE = CounterDef("scheduler_schedules_due", "Slots that came due and were sent to the fire task by a beat.")
+EMITTED = CounterDef("scheduler_runs_emitted", "Runs recorded to be launched (scheduled, caught up, manual).")
+SKIPPED = CounterDef("scheduler_runs_skipped", "Slots recorded as skipped, by reason.", label="reason")
+FAILED_LAUNCH = CounterDef(
+    "scheduler_runs_failed_launch", "Runs that ended failed or timed out because their launch failed."
+)
+ATTEMPTS = CounterDef("scheduler_run_attempts", "Launch attempts, by outcome.", label="outcome")
+COUNTERS = (DUE, EMITTED, SKIPPED, FAILED_LAUNCH, ATTEMPTS)
+
+LATENESS = HistogramDef(
+    "scheduler_fire_lateness_seconds",
+    "Time from a slot's fire_at to its execution being recorded (scheduled and tick fires).",
+    (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, INF),
+)
+DURATION = HistogramDef(
+    "scheduler_run_duration_seconds",
+    "Run time of finished runs, from the target accepting it to its end.",
+    (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, INF),
+)
+HISTOGRAMS = (LATENESS, DURATION)
+
+
+def _prefix() -> str:
+    return f"{settings.REDBEAT_KEY_PREFIX}::"
+
+
+def counters_key() -> str:
+    return f"{_prefix()}metrics:counters"
+
+
+def histogram_key(histogram: HistogramDef) -> str:
+    return f"{_prefix()}metrics:hist:{histogram.name}"
+
+
+def beat_key() -> str:
+    return f"{_prefix()}beat"
+
+
+def counter_field(counter: CounterDef, label_value: str | None = None) -> str:
+    return counter.name if label_value is None else f"{counter.name}|{counter.label}={label_value}"
+
+
+def bucket_field(bound: float) -> str:
+    return "le:+Inf" if bound == INF else f"le:{bound:g}"
+
+
+@functools.lru_cache(maxsize=8)
+def _client(url: str, timeout: float) -> redis.Redis:
+    """One client (one connection pool) per process and URL; redis-py resets pools after a fork."""
+    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+
+
+def write_client() -> redis.Redis:
+    return _client(settings.REDIS_URL, WRITE_TIMEOUT_SECONDS)
+
+
+# --- Writing ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """The Redis writes of one event, sent in one pipeline."""
+
+    counts: dict[str, int]
+    observations: list[tuple[HistogramDef, float]]
+
+    @classmethod
+    def empty(cls) -> Batch:
+        return cls(counts={}, observations=[])
+
+    def count(self, counter: CounterDef, amount: int = 1, label_value: str | None = None) -> None:
+        field = counter_field(counter, label_value)
+        self.counts[field] = self.counts.get(field, 0) + amount
+
+    def observe(self, histogram: HistogramDef, value: float) -> None:
+        self.observations.append((histogram, max(0.0, value)))
+
+    def send(self) -> None:
+        if not self.counts and not self.observations:
+            return
+        try:
+            with write_client().pipeline(transaction=False) as pipe:
+                for field, amount in self.counts.items():
+                    pipe.hincrby(counters_key(), field, amount)
+                for histogram, value in self.observations:
+                    key = histogram_key(histogram)
+                    pipe.hincrby(key, bucket_field(histogram.bucket_of(value)), 1)
+                    pipe.hincrby(key, "count", 1)
+                    pipe.hincrbyfloat(key, "sum", value)
+                pipe.execute()
+        except redis.RedisError as exc:  # a lost data point, never a failed fire
+            logger.debug("metrics: write skipped (%s: %s)", type(exc).__name__, exc)
+
+
+def record_due(count: int) -> None:
+    """Beat: `count` due slots were published to the fire task."""
+    if count:
+        batch = Batch.empty()
+        batch.count(DUE, count)
+        batch.send()
+
+
+def runs_recorded(executions: Iterable[Execution]) -> None:
+    """Fire path and manual runs, once the executions are committed: skipped ones count by reason, the
+    others as emitted; lateness is observed for slots fired on time (schedule / tick), from the row's
+    creation: a catch-up run is late by design and would drown the histogram."""
+    batch = Batch.empty()
+    for execution in executions:
+        if execution.status == "skipped":
+            batch.count(SKIPPED, label_value=execution.skip_reason or "unknown")
+        else:
+            batch.count(EMITTED)
+        if execution.origin in ("schedule", "tick") and execution.fire_at and execution.created_at:
+            batch.observe(LATENESS, (execution.created_at - execution.fire_at).total_seconds())
+    batch.send()
+
+
+def attempt_recorded(outcome: str) -> None:
+    """Launch, once the attempt is committed: one attempt ended with `outcome`; a failed or timed-out one is
+    final (retryable failures are recorded as `retryable`), so it also counts as a failed launch."""
+    batch = Batch.empty()
+    batch.count(ATTEMPTS, label_value=outcome)
+    if outcome in ("failed", "timed_out"):
+        batch.count(FAILED_LAUNCH)
+    batch.send()
+
+
+def run_finished(execution: Execution) -> None:
+    """Every end of a run (called inside the transaction that ends it): its duration, when it ran at all.
+    Sent after the commit — a rolled-back end is not an end, and no Redis round trip is made while the
+    run's rows are locked. Outside a transaction `on_commit` runs at once."""
+    if execution.duration_ms is not None:
+        batch = Batch.empty()
+        batch.observe(DURATION, execution.duration_ms / 1000)
+        transaction.on_commit(batch.send, robust=True)
+
+
+def beat_heartbeat(duration: float) -> None:
+    """Beat, every tick: the leader's identity, the wall time of this tick and how long it took. Wall time
+    (not the scheduler's clock): it is compared across hosts by /healthz and the status page."""
+    mapping = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "tick_at": f"{time.time():.3f}",
+        "tick_seconds": f"{duration:.6f}",
+    }
+    try:
+        write_client().hset(beat_key(), mapping=mapping)
+    except redis.RedisError as exc:
+        logger.debug("metrics: heartbeat skipped (%s: %s)", type(exc).__name__, exc)
+
+
+def beat_tick(tick: Callable[P, R]) -> Callable[P, R]:
+    """Decorator for the beat scheduler's `tick`: a tick that returns writes the heartbeat. One that raises
+    (the lock was lost) does not, so a beat that cannot tick goes stale."""
+
+    @functools.wraps(tick)
+    def timed(*args: P.args, **kwargs: P.kwargs) -> R:
+        started = time.monotonic()
+        result = tick(*args, **kwargs)
+        beat_heartbeat(time.monotonic() - started)
+        return result
+
+    return timed
+
+
+# --- Reading ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    host: str
+    pid: int
+    tick_at: float  # unix seconds
+    tick_seconds: float
+
+    @property
+    def identity(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+    def age(self, now: float | None = None) -> float:
+        return max(0.0, (time.time() if now is None else now) - self.tick_at)
+
+    @classmethod
+    def parse(cls, raw: Mapping[bytes | str, bytes | str]) -> Heartbeat | None:
+        values = {as_text(k): as_text(v) for k, v in raw.items()}
+        try:
+            return cls(
+                host=values["host"],
+                pid=int(values["pid"]),
+                tick_at=float(values["tick_at"]),
+                tick_seconds=float(values["tick_seconds"]),
+            )
+        except (KeyError, ValueError):
+            return None
+
+
+def as_text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_client() -> redis.Redis:
+    return _client(settings.REDIS_URL, READ_TIMEOUT_SECONDS)
+
+
+def read_heartbeat(client: redis.Redis) -> Heartbeat | None:
+    return Heartbeat.parse(client.hgetall(beat_key()))
+
+
+def lock_key() -> str:
+    from scheduler_project.celery import app
+
+    return str(app.conf.redbeat_lock_key)
+
+
+@dataclass(frozen=True)
+class BrokerLayout:
+    """How kombu's Redis transport lays a queue out: priority N of queue `q` is the list `q` for the lowest
+    step and `q<sep>N` otherwise (kombu.transport.redis `_q_for_pri`), so a queue's depth is the sum of its
+    priority lists. Read from the broker transport options so this follows the settings."""
+
+    sep: str
+    priority_steps: tuple[int, ...]
+
+    @classmethod
+    def of_app(cls) -> BrokerLayout:
+        from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+        from scheduler_project.celery import app
+
+        options = app.conf.broker_transport_options or {}
+        return cls(
+            sep=options.get("sep", Channel.sep),
+            priority_steps=tuple(sorted(options.get("priority_steps", PRIORITY_STEPS))),
+        )
+
+    def list_key(self, queue: str, priority: int) -> str:
+        return queue if priority == self.priority_steps[0] else f"{queue}{self.sep}{priority}"
+
+
+def queue_bindings(client: redis.Redis) -> dict[tuple[str, str], str]:
+    """(exchange, routing key) -> queue, for every queue a producer or consumer declared on a direct
+    exchange: kombu keeps bindings in `_kombu.binding.<exchange>` sets of `routing_key<sep>pattern<sep>queue`.
+    Celery's own fanout exchanges (remote control, events) are not work queues."""
+    sep = BrokerLayout.of_app().sep
+    found: dict[tuple[str, str], str] = {}
+    for key in client.scan_iter(match="_kombu.binding.*", count=500):
+        exchange = as_text(key).removeprefix("_kombu.binding.")
+        if "pidbox" in exchange or exchange.startswith("celeryev"):
+            continue
+        for member in client.smembers(key):
+            parts = as_text(member).split(sep, 2)
+            if len(parts) == 3 and parts[2]:
+                found[(exchange, parts[0])] = parts[2]
+    return found
+
+
+def known_queues(client: redis.Redis, bindings: Mapping[tuple[str, str], str] | None = None) -> list[str]:
+    """The configured queues plus every queue declared on the broker."""
+    from scheduler_project.celery import app
+
+    declared = queue_bindings(client) if bindings is None else bindings
+    return sorted(set(app.amqp.queues) | set(declared.values()))
+
+
+def queue_lengths(client: redis.Redis, queues: Iterable[str]) -> dict[str, dict[int, int]]:
+    """Messages waiting in each queue, per priority step: one pipeline of LLENs."""
+    layout = BrokerLayout.of_app()
+    pairs = [(queue, priority) for queue in queues for priority in layout.priority_steps]
+    with client.pipeline(transaction=False) as pipe:
+        for queue, priority in pairs:
+            pipe.llen(layout.list_key(queue, priority))
+        lengths = pipe.execute()
+    result: dict[str, dict[int, int]] = {}
+    for (queue, priority), length in zip(pairs, lengths, strict=True):
+        result.setdefault(queue, {})[priority] = int(length)
+    return result
+
+
+# --- The collector and the view ---------------------------------------------------------------------------
+
+
+def _counter_families(raw: Mapping[str, str]) -> Iterator[Metric]:
+    from executions.models import AttemptOutcome, SkipReason
+
+    ended = [outcome for outcome in AttemptOutcome.values if outcome != AttemptOutcome.STARTED]
+    known = {SKIPPED.name: SkipReason.values, ATTEMPTS.name: ended}
+    for counter in COUNTERS:
+        labels = [counter.label] if counter.label else []
+        family = CounterMetricFamily(counter.name, counter.doc, labels=labels)
+        if counter.label is None:
+            family.add_metric([], float(raw.get(counter.name, 0)))
+        else:
+            head = f"{counter.name}|{counter.label}="
+            values = {field[len(head) :]: float(n) for field, n in raw.items() if field.startswith(head)}
+            for value in known.get(counter.name, ()):  # zeros too: a rate needs the series to exist first
+                values.setdefault(value, 0.0)
+            for value, count in sorted(values.items()):
+                family.add_metric([value], count)
+        yield family
+
+
+def _histogram_family(histogram: HistogramDef, raw: Mapping[str, str]) -> Metric:
+    cumulative, buckets = 0.0, []
+    for bound in histogram.buckets:
+        cumulative += float(raw.get(bucket_field(bound), 0))
+        buckets.append((floatToGoString(bound), cumulative))
+    return HistogramMetricFamily(
+        histogram.name, histogram.doc, buckets=buckets, sum_value=float(raw.get("sum", 0))
+    )
+
+
+class SchedulerCollector:
+    """Builds every family at scrape time: from the database (trigger counts) and from Redis (the shared
+    counters and histograms, queue depths, the leader lock, the heartbeat). If Redis does not answer, the
+    database figures are still served and `scheduler_redis_up` says why the rest is missing."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield self._triggers()
+        client = read_client()
+        try:
+            queues = known_queues(client)
+            depths = queue_lengths(client, queues)
+            with client.pipeline(transaction=False) as pipe:
+                pipe.hgetall(counters_key())
+                for histogram in HISTOGRAMS:
+                    pipe.hgetall(histogram_key(histogram))
+                pipe.exists(lock_key())
+                pipe.hgetall(beat_key())
+                counters, *hists, leader, beat = pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("metrics: Redis unavailable at scrape (%s: %s)", type(exc).__name__, exc)
+            yield GaugeMetricFamily("scheduler_redis_up", "Whether Redis answered this scrape.", value=0)
+            return
+        yield GaugeMetricFamily("scheduler_redis_up", "Whether Redis answered this scrape.", value=1)
+        yield from _counter_families({as_text(k): as_text(v) for k, v in counters.items()})
+        for histogram, raw in zip(HISTOGRAMS, hists, strict=True):
+            yield _histogram_family(histogram, {as_text(k): as_text(v) for k, v in raw.items()})
+        depth = GaugeMetricFamily(
+            "scheduler_queue_depth", "Messages waiting in a Celery queue (all priorities).", labels=["queue"]
+        )
+        for queue, per_priority in depths.items():
+            depth.add_metric([queue], sum(per_priority.values()))
+        yield depth
+        yield GaugeMetricFamily(
+            "scheduler_beat_is_leader", "1 while a beat holds the RedBeat leader lock.", value=int(leader)
+        )
+        heartbeat = Heartbeat.parse(beat)
+        if heartbeat is not None:
+            yield GaugeMetricFamily(
+                "scheduler_beat_tick_seconds",
+                "Duration of the leader's last tick.",
+                value=heartbeat.tick_seconds,
+            )
+            yield GaugeMetricFamily(
+                "scheduler_beat_heartbeat_age_seconds",
+                "Seconds since the leader's last tick ended.",
+                value=heartbeat.age(),
+            )
+
+    @staticmethod
+    def _triggers() -> Metric:
+        from django.db.models import Count
+
+        from schedules.models import Trigger, TriggerStatus
+
+        counted = dict(
+            Trigger.objects.live()
+            .order_by()
+            .values_list("status")
+            .annotate(n=Count("pk"))
+            .values_list("status", "n")
+        )
+        family = GaugeMetricFamily(
+            "scheduler_triggers", "Triggers (not deleted), by status.", labels=["status"]
+        )
+        for status in TriggerStatus.values:
+            family.add_metric([status], counted.get(status, 0))
+        return family
+
+
+REGISTRY = CollectorRegistry(auto_describe=False)
+REGISTRY.register(SchedulerCollector())
+
+
+def _authorized(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+@require_GET
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    """`GET /metrics`, outside the API's authentication: Prometheus sends a static bearer token
+    (`METRICS_TOKEN`, optional), not a user's."""
+    if not _authorized(request):
+        return HttpResponse(
+            "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
+            status=401,
+            content_type="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,36 @@
+"""`POST /api/v1/tick`: one beat pass for hosts without a long-lived beat (serverless, cron-as-a-service).
+
+A plain Django view, outside DRF and its authentication: the caller is a scheduler service holding one shared
+secret, not a user. The endpoint does not exist (404) unless CRON_SECRET is set, answers 405 to anything but
+POST, and 401 to a missing or wrong bearer secret (compared in constant time). It is safe beside a running
+beat and against itself: see `redbeat_sync.run_tick`."""
+
+from __future__ import annotations
+
+import hmac
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseNotAllowed, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from schedules import redbeat_sync
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+@csrf_exempt
+def tick_view(request: HttpRequest) -> JsonResponse | HttpResponseNotAllowed:
+    secret = settings.CRON_SECRET
+    if not secret:
+        return JsonResponse({"detail": "Not found."}, status=404)
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    token = _bearer(request)
+    if token is None or not hmac.compare_digest(token.encode(), secret.encode()):
+        response = JsonResponse({"detail": "A valid bearer secret is required."}, status=401)
+        response["WWW-Authenticate"] = 'Bearer realm="tick"'
+        return response
+    return JsonResponse(redbeat_sync.run_tick())

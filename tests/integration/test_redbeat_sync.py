@@ -1,0 +1,443 @@
+"""RedBeat entries against the real Redis and database: what a service write leaves in Redis, what one beat
+pass reserves and sends, how the compare-and-set guards races, and what reconcile repairs. The clock is
+frozen; the beat pass runs in-process (real `celery beat` processes: tests/e2e/test_beat_fleet.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import redis
+from django.core.management import call_command
+
+from scheduler_project.celery import app
+from schedules import redbeat_sync, services
+from schedules.models import Trigger
+from schedules.redbeat_sync import BeatPass, Fire, Keys, LockLost, TriggerEntry
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+KEYS = Keys.of(app)
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[Fire]:
+    """What the beat publishes, captured at the publish step (reserve already happened)."""
+    captured: list[Fire] = []
+
+    def capture(_app, fires, *, producer=None) -> int:
+        captured.extend(fires)
+        return len(fires)
+
+    monkeypatch.setattr(redbeat_sync, "publish", capture)
+    return captured
+
+
+@pytest.fixture
+def committed(django_capture_on_commit_callbacks):
+    """Run a service and its after-commit sync, as a real request would."""
+
+    def run(service, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return service(**kwargs)
+
+    return run
+
+
+@pytest.fixture
+def every_ten_seconds(user, frozen_clock, redis_client, committed) -> Trigger:
+    frozen_clock.set(T0 + timedelta(seconds=3))
+    trigger = committed(
+        services.trigger_register, owner=user, name="t", workflow_id="wf", cron_expression="*/10 * * * * *"
+    )
+    # created_at comes from the real clock (auto_now_add); catch-up floors on it, so put it on the frozen one.
+    Trigger.objects.filter(pk=trigger.pk).update(created_at=T0)
+    return trigger
+
+
+def entry(client: redis.Redis, trigger: Trigger) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in client.hgetall(KEYS.entry(trigger.pk)).items()}
+
+
+def score(client: redis.Redis, trigger: Trigger) -> float | None:
+    return client.zscore(KEYS.schedule, KEYS.entry(trigger.pk))
+
+
+def beat_pass(*, origin: str = "schedule", token: bytes | None = None) -> BeatPass:
+    return BeatPass(app=app, client=redbeat_sync.redis_client(app), origin=origin, lock_token=token)
+
+
+def run_pass(at: datetime, **kwargs) -> list[Fire]:
+    bp = beat_pass(**kwargs)
+    due, _next = bp.due_keys(at)
+    return bp.run(due, at).fired
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+# --- Entries follow the services -------------------------------------------------------------------------
+
+
+def test_register_writes_an_entry_due_at_the_next_slot_not_at_once(every_ten_seconds, redis_client, sent):
+    stored = entry(redis_client, every_ten_seconds)
+    assert stored["next_slot"] == "2026-03-02T12:00:10+00:00"
+    assert float(stored["fire_at"]) == at(10).timestamp()
+    assert stored["rev"] == "1"
+    assert score(redis_client, every_ten_seconds) == at(10).timestamp()
+    definition = json.loads(stored["definition"])
+    assert definition["task"] == "executions.fire"
+    assert definition["args"] == [str(every_ten_seconds.pk)]
+    assert definition["options"] == {"priority": 6}
+    assert definition["schedule"]["cron_expression"] == "*/10 * * * * *"
+    assert run_pass(at(9.9)) == [], "a new entry waits for its next slot"
+
+
+def test_a_due_entry_is_sent_once_with_its_slot_and_advanced(every_ten_seconds, redis_client, sent):
+    assert [(f.slot, f.origin, f.priority) for f in run_pass(at(10.2))] == [(at(10), "schedule", 6)]
+    assert entry(redis_client, every_ten_seconds)["next_slot"] == "2026-03-02T12:00:20+00:00"
+    assert score(redis_client, every_ten_seconds) == at(20).timestamp()
+    assert run_pass(at(10.4)) == [], "a reserved slot is not sent again"
+    assert redis_client.hget(KEYS.stats, "fired_schedule") == b"1"
+
+
+def test_jitter_delays_fire_at_by_whole_seconds_and_never_changes_the_slot(
+    user, frozen_clock, redis_client, committed, sent
+):
+    frozen_clock.set(at(1))
+    trigger = committed(
+        services.trigger_register,
+        owner=user,
+        name="j",
+        workflow_id="wf",
+        cron_expression="*/10 * * * * *",
+        jitter_seconds=5,
+    )
+    stored = entry(redis_client, trigger)
+    fire_at = datetime.fromtimestamp(float(stored["fire_at"]), UTC)
+    assert stored["next_slot"] == "2026-03-02T12:00:10+00:00"
+    assert at(10) <= fire_at <= at(15)
+    assert score(redis_client, trigger) == fire_at.timestamp()
+    if fire_at > at(10):
+        assert run_pass(fire_at - timedelta(seconds=0.5)) == []
+    assert [f.slot for f in run_pass(fire_at)] == [at(10)]
+
+
+def test_schedule_edit_moves_the_due_time_at_once(
+    every_ten_seconds, frozen_clock, redis_client, committed, sent
+):
+    frozen_clock.set(at(4))
+    committed(services.trigger_update, trigger=every_ten_seconds, cron_expression="*/3 * * * * *")
+    stored = entry(redis_client, every_ten_seconds)
+    assert (stored["next_slot"], stored["rev"]) == ("2026-03-02T12:00:06+00:00", "2")
+    assert score(redis_client, every_ten_seconds) == at(6).timestamp()
+
+
+def test_zone_edit_recomputes_the_slot_in_the_new_zone(user, frozen_clock, redis_client, committed, sent):
+    frozen_clock.set(at(0))
+    trigger = committed(
+        services.trigger_register, owner=user, name="z", workflow_id="wf", cron_expression="0 9 * * *"
+    )
+    assert entry(redis_client, trigger)["next_slot"] == "2026-03-03T09:00:00+00:00"
+    committed(services.trigger_update, trigger=trigger, timezone="America/New_York")
+    assert entry(redis_client, trigger)["next_slot"] == "2026-03-02T14:00:00+00:00"
+
+
+def test_an_edit_that_keeps_the_schedule_keeps_the_slot_already_due(
+    every_ten_seconds, frozen_clock, redis_client, committed, sent
+):
+    frozen_clock.set(at(10.5))  # slot 12:00:10 is due, the beat has not picked it up yet
+    committed(services.trigger_update, trigger=every_ten_seconds, name="renamed", priority="urgent")
+    stored = entry(redis_client, every_ten_seconds)
+    assert stored["next_slot"] == "2026-03-02T12:00:10+00:00", "a rename must not skip the slot owed"
+    assert json.loads(stored["definition"])["options"] == {"priority": 0}
+    assert [(f.slot, f.priority) for f in run_pass(at(10.6))] == [(at(10), 0)]
+
+
+def test_pause_removes_the_entry_and_resume_does_not_replay_paused_slots(
+    every_ten_seconds, frozen_clock, redis_client, committed, sent
+):
+    committed(services.trigger_pause, trigger=every_ten_seconds)
+    stored = entry(redis_client, every_ten_seconds)
+    assert stored == {"rev": "2"}, "a paused entry keeps only its revision"
+    assert score(redis_client, every_ten_seconds) is None
+    assert 0 < redis_client.ttl(KEYS.entry(every_ten_seconds.pk)) <= redbeat_sync.TOMBSTONE_SECONDS
+    frozen_clock.set(at(47))
+    assert run_pass(at(47)) == []
+    committed(services.trigger_resume, trigger=every_ten_seconds)
+    stored = entry(redis_client, every_ten_seconds)
+    assert (stored["next_slot"], stored["rev"]) == ("2026-03-02T12:00:50+00:00", "3")
+    assert redis_client.ttl(KEYS.entry(every_ten_seconds.pk)) == -1
+    assert run_pass(at(48)) == []
+
+
+def test_delete_removes_the_entry_for_good(every_ten_seconds, redis_client, committed, sent):
+    committed(services.trigger_delete, trigger=every_ten_seconds)
+    assert score(redis_client, every_ten_seconds) is None
+    assert "definition" not in entry(redis_client, every_ten_seconds)
+    redbeat_sync.sync_trigger(every_ten_seconds.pk)  # a late duplicate sync changes nothing
+    assert score(redis_client, every_ten_seconds) is None
+    assert run_pass(at(60)) == []
+
+
+def test_sync_of_a_trigger_that_does_not_exist_leaves_no_entry(redis_client, sent):
+    redbeat_sync.sync_trigger("00000000-0000-0000-0000-000000000001")
+    assert redis_client.zcard(KEYS.schedule) == 0
+
+
+# --- Loading: every failure is a KeyError ----------------------------------------------------------------
+
+
+def with_definition(definition: str):
+    return lambda c, k: c.hset(k, mapping={"definition": definition, "next_slot": "x", "fire_at": "1"})
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        pytest.param(with_definition("{not json"), id="bad-json"),
+        pytest.param(with_definition(json.dumps({"schedule": {"__type__": "crontab"}})), id="unknown-type"),
+        pytest.param(with_definition(json.dumps([1, 2])), id="not-an-object"),
+        pytest.param(lambda c, k: c.set(k, "a string"), id="wrongtype"),
+        pytest.param(lambda c, k: c.hset(k, "rev", "3"), id="tombstone"),
+        pytest.param(lambda c, k: None, id="missing"),
+    ],
+)
+def test_from_key_turns_every_failure_into_key_error(corrupt, redis_client):
+    key = KEYS.entry("00000000-0000-0000-0000-000000000002")
+    corrupt(redis_client, key)
+    with pytest.raises(KeyError):
+        TriggerEntry.from_key(key, app=app)
+
+
+def test_from_key_reads_a_good_entry(every_ten_seconds):
+    loaded = TriggerEntry.from_key(KEYS.entry(every_ten_seconds.pk), app=app)
+    assert (loaded.slot, loaded.fire_at, loaded.observed.rev_raw) == (at(10), at(10), "1")
+    assert loaded.is_due()[0] is False
+
+
+def test_corrupt_and_raising_entries_do_not_stop_the_others(every_ten_seconds, redis_client, sent, caplog):
+    bad = {
+        "json": KEYS.entry("00000000-0000-0000-0000-00000000000a"),
+        "type": KEYS.entry("00000000-0000-0000-0000-00000000000b"),
+        "raises": KEYS.entry("00000000-0000-0000-0000-00000000000c"),
+    }
+    redis_client.hset(bad["json"], mapping={"definition": "{", "next_slot": "x", "fire_at": "1"})
+    redis_client.set(bad["type"], "x")
+    raising = redbeat_sync.EntryDefinition(
+        "00000000-0000-0000-0000-00000000000c",
+        redbeat_sync.timing.ScheduleSpec(
+            kind="cron", cron_expression="*/10 * * * * *", timezone="Mars/Olympus"
+        ),
+        0,
+        6,
+    )
+    fields = {
+        "definition": raising.encoded,
+        "next_slot": redbeat_sync.iso(at(10)),
+        "fire_at": str(at(10).timestamp()),
+    }
+    redis_client.hset(bad["raises"], mapping=fields)
+    redis_client.zadd(KEYS.schedule, {key: at(5).timestamp() for key in bad.values()})
+    shared_once = redbeat_sync._Once()
+    with caplog.at_level(logging.WARNING, logger="schedules.redbeat_sync"):
+        for moment in (at(10.1), at(20.1)):
+            bp = BeatPass(app=app, client=redbeat_sync.redis_client(app), origin="schedule", once=shared_once)
+            bp.run(bp.due_keys(moment)[0], moment)
+    assert [f.slot for f in sent] == [at(10), at(20)], "the healthy trigger fired on time both times"
+    for key in bad.values():
+        assert sum(key in r.getMessage() for r in caplog.records) == 1, f"{key} logged once"
+    assert redis_client.zscore(KEYS.schedule, bad["json"]) is None
+    assert redis_client.zscore(KEYS.schedule, bad["type"]) is None
+    parked = redis_client.zscore(KEYS.schedule, bad["raises"])
+    assert parked >= at(10).timestamp() + redbeat_sync.QUARANTINE_SECONDS, "quarantined, not dropped"
+
+
+# --- Compare-and-set ---------------------------------------------------------------------------------------
+
+
+def test_an_edit_between_load_and_reserve_publishes_nothing(
+    every_ten_seconds, frozen_clock, redis_client, committed, sent, monkeypatch
+):
+    original_load = BeatPass._load
+
+    def load_then_edit(self, keys, result):
+        loaded = original_load(self, keys, result)
+        committed(services.trigger_update, trigger=every_ten_seconds, cron_expression="*/7 * * * * *")
+        return loaded
+
+    monkeypatch.setattr(BeatPass, "_load", load_then_edit)
+    frozen_clock.set(at(10.1))
+    assert run_pass(at(10.1)) == [], "12:00:10 is not a slot of the new schedule"
+    stored = entry(redis_client, every_ten_seconds)
+    assert stored["next_slot"] == "2026-03-02T12:00:14+00:00", (
+        "the edit stands; the pass did not overwrite it"
+    )
+
+
+def test_a_delete_between_load_and_reserve_does_not_bring_the_entry_back(
+    every_ten_seconds, redis_client, committed, sent, monkeypatch
+):
+    original_load = BeatPass._load
+
+    def load_then_delete(self, keys, result):
+        loaded = original_load(self, keys, result)
+        committed(services.trigger_delete, trigger=every_ten_seconds)
+        return loaded
+
+    monkeypatch.setattr(BeatPass, "_load", load_then_delete)
+    assert run_pass(at(10.1)) == []
+    assert score(redis_client, every_ten_seconds) is None
+    assert "next_slot" not in entry(redis_client, every_ten_seconds)
+
+
+def test_two_syncs_racing_converge_on_the_newer_row(
+    every_ten_seconds, frozen_clock, redis_client, committed, monkeypatch
+):
+    """Sync A has read Redis and the old row when an edit commits and its own sync B lands. A's write must
+    not put the old schedule back: its compare-and-set fails and it retries from a fresh read."""
+    original = redbeat_sync.desired_entry
+    raced: list[bool] = []
+
+    def edit_in_between(trigger, observed, **kwargs):
+        if not raced:
+            raced.append(True)
+            committed(services.trigger_update, trigger=every_ten_seconds, cron_expression="*/3 * * * * *")
+        return original(trigger, observed, **kwargs)
+
+    monkeypatch.setattr(redbeat_sync, "desired_entry", edit_in_between)
+    redbeat_sync.sync_trigger(every_ten_seconds.pk)  # A: it has read the old row when the edit lands
+    stored = entry(redis_client, every_ten_seconds)
+    assert "*/3 * * * * *" in stored["definition"], "the newer row won"
+    assert stored["next_slot"] == "2026-03-02T12:00:06+00:00"
+
+
+def test_a_beat_without_the_lock_reserves_nothing_and_raises(every_ten_seconds, redis_client, sent):
+    redis_client.set(KEYS.lock, "someone-else")
+    with pytest.raises(LockLost):
+        run_pass(at(10.1), token=b"mine")
+    assert sent == []
+    assert entry(redis_client, every_ten_seconds)["next_slot"] == "2026-03-02T12:00:10+00:00"
+    redis_client.set(KEYS.lock, "mine")
+    assert [f.slot for f in run_pass(at(10.1), token=b"mine")] == [at(10)]
+
+
+def test_two_passes_racing_send_each_slot_once(every_ten_seconds, redis_client, sent):
+    first, second = beat_pass(origin="tick"), beat_pass(origin="tick")
+    due = first.due_keys(at(10.1))[0]
+    assert second.due_keys(at(10.1))[0] == due
+    fired = first.run(due, at(10.1)).fired + second.run(due, at(10.1)).fired
+    assert [f.slot for f in fired] == [at(10)]
+
+
+def test_a_beat_behind_by_many_slots_sends_the_latest_due_one(every_ten_seconds, redis_client, sent):
+    fired = run_pass(at(3600 + 12))
+    assert [f.slot for f in fired] == [at(3610)], "the fire task resolves the missed ones by catch-up policy"
+    assert entry(redis_client, every_ten_seconds)["next_slot"] == "2026-03-02T13:00:20+00:00"
+
+
+def test_a_once_trigger_leaves_the_schedule_after_its_slot(user, frozen_clock, redis_client, committed, sent):
+    frozen_clock.set(at(0))
+    trigger = committed(
+        services.trigger_register, owner=user, name="o", workflow_id="wf", kind="once", run_at=at(30)
+    )
+    assert [f.slot for f in run_pass(at(30))] == [at(30)]
+    assert score(redis_client, trigger) is None
+
+
+def test_fires_reach_the_broker_by_task_name_with_the_trigger_priority(
+    user, frozen_clock, redis_client, committed
+):
+    frozen_clock.set(at(0))
+    trigger = committed(
+        services.trigger_register,
+        owner=user,
+        name="u",
+        workflow_id="wf",
+        cron_expression="*/10 * * * * *",
+        priority="urgent",
+    )
+    assert len(run_pass(at(10))) == 1
+    queues = [k.decode() for k in redis_client.keys("celery*")]
+    assert queues == ["celery"], "priority 0 is the bare queue name on the Redis transport"
+    message = json.loads(redis_client.lindex("celery", 0))
+    assert message["headers"]["task"] == "executions.fire"
+    assert message["headers"]["argsrepr"] == repr([str(trigger.pk), "2026-03-02T12:00:10+00:00"])
+
+
+# --- Reconcile ----------------------------------------------------------------------------------------------
+
+
+def test_reconcile_rebuilds_entries_after_flushdb(every_ten_seconds, redis_client, sent):
+    expected = entry(redis_client, every_ten_seconds)
+    redis_client.flushdb()
+    report = redbeat_sync.reconcile(app=app)
+    assert report.added == [str(every_ten_seconds.pk)]
+    rebuilt = entry(redis_client, every_ten_seconds)
+    assert {k: rebuilt[k] for k in ("definition", "next_slot", "fire_at")} == {
+        k: expected[k] for k in ("definition", "next_slot", "fire_at")
+    }
+    assert redbeat_sync.reconcile(app=app).changed is False, "a second pass finds nothing to do"
+
+
+def test_reconcile_removes_orphans_and_corrects_drift(every_ten_seconds, user, redis_client, committed, sent):
+    orphan = KEYS.entry("00000000-0000-0000-0000-0000000000ff")
+    redis_client.hset(orphan, mapping={"definition": "{}", "next_slot": "x", "fire_at": "1"})
+    redis_client.zadd(KEYS.schedule, {orphan: 1, "stray-member": 1})
+    redis_client.zadd(KEYS.schedule, {KEYS.entry(every_ten_seconds.pk): at(500).timestamp()})  # drifted score
+    paused = committed(
+        services.trigger_register, owner=user, name="p", workflow_id="wf", cron_expression="* * * * *"
+    )
+    Trigger.objects.filter(pk=paused.pk).update(status="paused")  # as if the sync after pausing was lost
+
+    dry = redbeat_sync.reconcile(app=app, dry_run=True)
+    assert sorted(dry.removed) == sorted(
+        ["00000000-0000-0000-0000-0000000000ff", "stray-member", str(paused.pk)]
+    )
+    assert dry.corrected == [str(every_ten_seconds.pk)]
+    assert redis_client.zscore(KEYS.schedule, orphan) == 1, "a dry run writes nothing"
+
+    report = redbeat_sync.reconcile(app=app)
+    assert sorted(report.removed) == sorted(dry.removed)
+    assert report.corrected == dry.corrected
+    assert redis_client.zscore(KEYS.schedule, orphan) is None
+    assert redis_client.zscore(KEYS.schedule, "stray-member") is None
+    assert score(redis_client, paused) is None
+    assert score(redis_client, every_ten_seconds) == at(10).timestamp()
+
+
+def test_reconcile_sends_the_latest_missed_slot_once(every_ten_seconds, frozen_clock, redis_client, sent):
+    # The beat reserved 12:00:10 .. 12:00:30 but died before publishing any of them (nothing recorded).
+    for moment in (at(10), at(20), at(30)):
+        assert run_pass(moment)
+    sent.clear()
+    frozen_clock.set(at(30 + 60 + 1))  # past the default 60 s misfire grace of 12:00:30
+    report = redbeat_sync.reconcile(app=app)
+    assert [(f.slot, f.origin) for f in report.catchup] == [(at(30), "catchup")]
+    assert [(f.slot, f.origin) for f in sent] == [(at(30), "catchup")]
+    assert redbeat_sync.reconcile(app=app).catchup == [], "sent once, not on every pass"
+
+
+def test_reconcile_leaves_slots_that_are_still_inside_their_grace(
+    every_ten_seconds, frozen_clock, redis_client, sent
+):
+    assert run_pass(at(10))
+    frozen_clock.set(at(30))
+    assert redbeat_sync.reconcile(app=app).catchup == []
+
+
+def test_sync_schedules_command_prints_counts_and_ids(every_ten_seconds, redis_client, sent, capsys):
+    redis_client.flushdb()
+    call_command("sync_schedules", "--dry-run")
+    out = capsys.readouterr().out
+    assert "dry run" in out
+    assert "1 added" in out
+    assert str(every_ten_seconds.pk) in out
+    assert redis_client.zcard(KEYS.schedule) == 0
+    call_command("sync_schedules")
+    assert "1 added" in capsys.readouterr().out
+    assert redis_client.zcard(KEYS.schedule) == 1
