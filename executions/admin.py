@@ -1,0 +1,177 @@
+"""Execution history in the admin: read-only, because an execution is a record of what happened, changed only
+by the services that make it happen. The two things an operator may do — cancel a run that has not ended,
+re-run one (a new execution pointing at the original) — are operations calling `executions.services`."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from executions import services
+from executions.models import Attempt, Execution
+from schedules.admin import (
+    ExecutionDisplay,
+    Operation,
+    OperationsMixin,
+    ReadOnlyAdminMixin,
+    badge,
+    execution_link,
+    execution_zone,
+    in_zone,
+    instant_column,
+    wall,
+)
+
+
+def _attempt_zone(attempt: Attempt) -> str:
+    return attempt.execution.trigger.timezone
+
+
+class AttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = Attempt
+    fields = (
+        "number",
+        "started",
+        "finished",
+        "outcome_badge",
+        "http_status",
+        "exception",
+        "error",
+        "retry_in",
+    )
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("execution__trigger")
+
+    started = instant_column("started_at", _attempt_zone)
+    finished = instant_column("finished_at", _attempt_zone)
+
+    @admin.display(description="outcome")
+    def outcome_badge(self, obj: Attempt) -> SafeString | str:
+        # Attempt outcomes share their words with execution states, and so their colours.
+        return badge(obj.outcome, title=obj.get_outcome_display())
+
+    @admin.display(description="next try in")
+    def retry_in(self, obj: Attempt) -> str:
+        return "—" if obj.retry_delay_seconds is None else f"{obj.retry_delay_seconds:.1f} s"
+
+
+def _cancel(request: HttpRequest, execution: Execution) -> str:
+    if execution.is_finished:
+        # The service returns a finished run unchanged; the operator should hear that nothing happened.
+        raise ValidationError(f"it has already ended ({execution.status.replace('_', ' ')})")
+    services.execution_cancel(execution=execution, reason=f"cancelled by {request.user} in the admin")
+    return ""
+
+
+def _rerun(request: HttpRequest, execution: Execution) -> str:
+    rerun = services.execution_rerun(execution=execution, requested_by=request.user)
+    return format_html(" as execution {}", execution_link(rerun))
+
+
+EXECUTION_OPERATIONS = (
+    Operation("cancel", "Cancel", "Cancelled", _cancel, offered=lambda e: not e.is_finished),
+    Operation("rerun", "Re-run", "Re-ran", _rerun, offered=lambda e: e.is_finished),
+)
+
+
+@admin.register(Execution)
+class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admin.ModelAdmin):
+    list_display = (
+        "short_id", "trigger_link", "slot_when", "status_badge", "attempts", "duration", "origin_label",
+        "recorded",
+    )  # fmt: skip
+    list_filter = ("status", "origin", "skip_reason", "priority", "trigger__kind")
+    date_hierarchy = "created_at"
+    search_fields = ("trigger__name", "trigger__workflow_id", "run_id", "idempotency_key")
+    search_help_text = "Search by trigger name, workflow id, the target's run id or an idempotency key."
+    list_select_related = ("trigger",)
+    list_per_page = 50
+    show_full_result_count = False  # counting a long history on every page load is the slow part
+    operations = EXECUTION_OPERATIONS
+    inlines = (AttemptInline,)
+    change_form_template = "admin/change_form_with_operations.html"
+    fieldsets = (
+        (None, {"fields": ("trigger_link", "status_badge", "skip_reason", "origin_label", "error_text")}),
+        ("When", {"fields": ("slot_when", "fire_at_when", "not_before_when", "recorded", "queued", "started",
+                             "finished", "duration")}),
+        ("Launch", {"fields": ("attempts", "priority", "launched_by", "requested_by", "requested",
+                               "idempotency_key", "rerun_of_link", "reruns_links", "task_id", "run_id")}),
+        ("Data", {"fields": ("input_json", "result_json")}),
+    )  # fmt: skip
+
+    fire_at_when = instant_column("fire_at", execution_zone, "due at (with jitter)")
+    not_before_when = instant_column("not_before", execution_zone, "not before")
+    queued = instant_column("queued_at", execution_zone)
+    started = instant_column("started_at", execution_zone)
+    finished = instant_column("finished_at", execution_zone)
+    requested = instant_column("requested_at", execution_zone)
+
+    class Media:
+        css = {"all": ("schedules/admin.css",)}
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Execution | None = None) -> list[str]:
+        return [name for _, options in self.fieldsets for name in options["fields"]]
+
+    def has_operate_permission(self, request: HttpRequest, obj: Execution | None = None) -> bool:
+        """Read-only pages, but cancelling and re-running are for those who may change executions."""
+        return request.user.has_perm("executions.change_execution")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("trigger", "requested_by", "rerun_of")
+
+    def describe_object(self, obj: Execution) -> str:
+        """Names the trigger and the run ("nightly, slot Mon 2 Mar 09:00 PST (1a2b3c4d)"), not two UUIDs."""
+        if obj.slot is None:
+            return f"{obj.trigger.name}, manual run {str(obj.pk)[:8]}"
+        slot = wall(in_zone(obj.slot, obj.trigger.timezone))
+        return f"{obj.trigger.name}, slot {slot} ({str(obj.pk)[:8]})"
+
+    @admin.display(description="execution", ordering="created_at")
+    def short_id(self, obj: Execution) -> str:
+        return str(obj.pk)[:8]
+
+    @admin.display(description="trigger", ordering="trigger__name")
+    def trigger_link(self, obj: Execution) -> SafeString:
+        if obj.trigger.deleted_at is not None:
+            return format_html('{} <span class="help">(deleted)</span>', obj.trigger.name)
+        url = reverse("admin:schedules_trigger_change", args=[obj.trigger_id])
+        return format_html('<a href="{}">{}</a>', url, obj.trigger.name)
+
+    @admin.display(description="error")
+    def error_text(self, obj: Execution) -> SafeString | str:
+        return format_html('<pre class="sched-error">{}</pre>', obj.error) if obj.error else "—"
+
+    @admin.display(description="re-run of")
+    def rerun_of_link(self, obj: Execution) -> SafeString | str:
+        return execution_link(obj.rerun_of) if obj.rerun_of else "—"
+
+    @admin.display(description="re-runs")
+    def reruns_links(self, obj: Execution) -> SafeString | str:
+        reruns = list(obj.reruns.order_by("created_at"))
+        if not reruns:
+            return "—"
+        return format_html_join(", ", "{}", ((execution_link(r),) for r in reruns))
+
+    @admin.display(description="input")
+    def input_json(self, obj: Execution) -> SafeString:
+        return _json_block(obj.input)
+
+    @admin.display(description="result")
+    def result_json(self, obj: Execution) -> SafeString | str:
+        return "—" if obj.result is None else _json_block(obj.result)
+
+
+def _json_block(value: Any) -> SafeString:
+    return format_html('<pre class="sched-json">{}</pre>', json.dumps(value, indent=2, sort_keys=True))

@@ -1,0 +1,161 @@
+"""The trigger form of the admin. It holds no rules of its own: it turns what a person typed into Python
+values and hands them to the services, so the admin and the API accept and reject exactly the same triggers
+with the same words (`"cron_expression": ["field 2 (hour): 25 is out of range 0-23"]`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import zoneinfo
+from collections.abc import Iterable
+from typing import Any
+
+from django import forms
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.utils.html import format_html, format_html_join
+
+from schedules import services, timing, validation
+from schedules.models import Trigger, TriggerKind
+
+#: The message the services give for a missing required field, used for the form's own required check so an
+#: empty name reads the same in the admin as in the API.
+REQUIRED_MESSAGE = "this field is required"
+
+
+class ZoneInput(forms.TextInput):
+    """A text box that suggests IANA zone names as you type. A free text box, not a select: an unknown name
+    must reach the services and come back with their message, as it would through the API."""
+
+    list_id = "iana-zones"
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(
+            {"list": self.list_id, "autocomplete": "off", "spellcheck": "false", **(attrs or {})}
+        )
+
+    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer=None) -> str:
+        box = super().render(name, value, attrs, renderer)
+        options = format_html_join("", '<option value="{}">', ((z,) for z in zone_names()))
+        return format_html('{}<datalist id="{}">{}</datalist>', box, self.list_id, options)
+
+
+@functools.cache
+def zone_names() -> tuple[str, ...]:
+    """Zones the services accept (asked of `timing.get_zone` itself, so the list cannot drift from the rule),
+    UTC first because it is the default and the most common choice."""
+
+    def accepted(name: str) -> bool:
+        try:
+            timing.get_zone(name)
+        except timing.TimingError:
+            return False
+        return True
+
+    return ("UTC", *sorted(z for z in zoneinfo.available_timezones() if z != "UTC" and accepted(z)))
+
+
+class TriggerAdminForm(forms.ModelForm):
+    """Create or change a trigger through `trigger_register` / `trigger_update`.
+
+    Why the services run in `_post_clean` rather than in `save()`: the admin re-renders a form only for
+    errors found while validating; an error raised once it has started saving becomes a 500. The services
+    are the only code that knows every rule (the whole schedule, jitter against slot spacing, the per-owner
+    cap), so calling them is the last validation step and its `ValidationError` lands on the fields it names.
+    The admin wraps the whole request in one transaction (`ModelAdmin.changeform_view` is atomic), so nothing
+    is committed, and the beat entry is not synced, unless the request as a whole succeeds.
+    """
+
+    preset = forms.ChoiceField(
+        required=False,
+        label="Preset",
+        help_text="Pick a common schedule to fill in the cron expression; edit it afterwards if you like.",
+    )
+
+    class Meta:
+        model = Trigger
+        fields = ("owner", *validation.WRITABLE_FIELDS)
+        widgets = {
+            "description": forms.Textarea(attrs={"rows": 2}),
+            "input": forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField json-input"}),
+            "metadata": forms.Textarea(attrs={"rows": 3, "class": "vLargeTextField json-input"}),
+            "cron_expression": forms.TextInput(
+                attrs={"class": "vTextField cron-input", "spellcheck": "false", "autocomplete": "off"}
+            ),
+            "timezone": ZoneInput(attrs={"class": "vTextField"}),
+        }
+        labels = {"input": "Input (JSON)", "metadata": "Metadata (JSON)"}
+        help_texts = {
+            "anchor_at": "Interval kind: slots fall at anchor + k·interval (UTC); empty means when saved.",
+            "run_at": "Once kind: the single instant to run (UTC).",
+            "start_at": "No slot before this instant (UTC).",
+            "end_at": "No slot after this instant (UTC).",
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["preset"].choices = [("", "— choose a common schedule —")] + [
+            (p.key, f"{p.label}  ({p.expression})") for p in timing.PRESETS
+        ]
+        self.fields["preset"].widget.attrs["data-expressions"] = json.dumps(
+            {p.key: p.expression for p in timing.PRESETS}
+        )
+        for name, field in self.fields.items():
+            if name in ("owner", "preset"):
+                continue
+            # Range, length and emptiness are the services' to judge, in their words: the form only parses.
+            field.validators = []
+            field.required = name in validation.REQUIRED_TEXT
+            field.error_messages["required"] = REQUIRED_MESSAGE
+            for attr in ("min", "max", "maxlength"):
+                field.widget.attrs.pop(attr, None)
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        preset = next((p for p in timing.PRESETS if p.key == cleaned.get("preset")), None)
+        if preset is not None and not (cleaned.get("cron_expression") or "").strip():
+            # Without JavaScript the preset menu cannot fill the box; an empty box then means "the preset".
+            cleaned["cron_expression"] = preset.expression
+            cleaned["kind"] = TriggerKind.CRON
+        return cleaned
+
+    def _post_clean(self) -> None:
+        if self.errors:
+            return  # text the form could not even parse (bad JSON, a malformed date) is reported first
+        try:
+            if self.instance._state.adding:
+                self.instance = services.trigger_register(
+                    owner=self.cleaned_data["owner"], **self._service_fields(validation.WRITABLE_FIELDS)
+                )
+            else:
+                changed = [name for name in validation.WRITABLE_FIELDS if name in self.changed_data]
+                if "preset" in self.changed_data:
+                    changed += ["kind", "cron_expression"]
+                self.instance = services.trigger_update(
+                    trigger=self.instance, **self._service_fields(changed)
+                )
+        except ValidationError as exc:
+            self._add_service_errors(exc)
+
+    def _service_fields(self, names: Iterable[str]) -> dict[str, Any]:
+        """Only fields the form shows: a field hidden from this form is left to the service's default."""
+        return {name: self.cleaned_data[name] for name in names if name in self.cleaned_data}
+
+    def _add_service_errors(self, exc: ValidationError) -> None:
+        """Put each message under the field it names; one the form does not show goes on top, still naming
+        its field, so nothing the service said is lost."""
+        if not hasattr(exc, "error_dict"):
+            self.add_error(None, exc)
+            return
+        for field, messages in exc.message_dict.items():
+            if field in self.fields:
+                self.add_error(field, messages)
+            else:
+                prefix = "" if field == NON_FIELD_ERRORS else f"{field}: "
+                self.add_error(None, [f"{prefix}{message}" for message in messages])
+
+    def save(self, commit: bool = True) -> Trigger:
+        """The services saved the trigger during validation; there is nothing left to write."""
+        if self.errors:
+            raise ValueError("The trigger could not be saved because its data did not validate.")
+        self.save_m2m = lambda: None
+        return self.instance
