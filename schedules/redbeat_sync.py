@@ -636,9 +636,12 @@ def desired_entry(
     definition = EntryDefinition.of(trigger)
     floor = max(now, trigger.last_slot) if trigger.last_slot else now
     expected = memo.next(definition.spec, floor, trigger.run_count)
-    if expected is None:
-        return None
     kept = _owed_slot(observed, definition, trigger, memo)
+    if expected is None:
+        # The schedule has nothing after now, but its last slot may still be owed: a one-off whose run_at
+        # passed a moment before this sync or reconcile, not yet fired. Dropping the entry would turn an
+        # on-time run into a catch-up after the misfire grace.
+        return Desired(definition, kept) if kept is not None else None
     return Desired(definition, kept if kept is not None and kept <= expected else expected)
 
 
