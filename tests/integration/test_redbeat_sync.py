@@ -353,9 +353,7 @@ def test_reconcile_keeps_a_one_off_that_fell_due_but_was_not_fired_yet(
     user, frozen_clock, redis_client, committed, sent
 ):
     frozen_clock.set(at(0))
-    trigger = committed(
-        services.trigger_register, owner=user, name="o", workflow_id="wf", kind="once", run_at=at(30)
-    )
+    committed(services.trigger_register, owner=user, name="o", workflow_id="wf", kind="once", run_at=at(30))
     frozen_clock.set(at(30.4))  # run_at has passed; the beat's next tick has not come yet
     assert redbeat_sync.reconcile(app=app).changed is False
     assert [f.slot for f in run_pass(at(30.5))] == [at(30)], "still fired on time, not left to catch-up"

@@ -29,7 +29,9 @@ def program(command: str) -> list[str]:
     command = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command)
     command = re.sub(r"\$\{[A-Z_]+:\?[^}]*\}", "required", command)  # ${X:?message}: must be set
     words = shlex.split(command)
-    loose = ("--bind", "--workers", "--concurrency", "--address", "--port", "--graceful-timeout", "--basic-auth")
+    loose = (
+        "--bind", "--workers", "--concurrency", "--address", "--port", "--graceful-timeout", "--basic-auth",
+    )  # fmt: skip
     return [w for w in words if not w.startswith(loose) and not re.fullmatch(r"[\d.:]+", w)]
 
 
