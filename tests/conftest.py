@@ -4,6 +4,8 @@ hypothesis profile for CI."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +24,27 @@ hypothesis_settings.register_profile("dev", deadline=None, max_examples=50)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """The system Chromium, installed from Debian's packages when missing (CI runs as root)."""
+    if not CHROMIUM.exists():
+        apt = shutil.which("apt-get")
+        if apt is None:
+            pytest.fail(f"{CHROMIUM} is missing and there is no apt-get to install it with")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for step in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "chromium"]):
+            result = subprocess.run(step, env=env, capture_output=True, text=True, timeout=900, check=False)
+            if result.returncode != 0:
+                pytest.fail(
+                    f"installing Chromium failed at `{' '.join(step)}` (rc {result.returncode}); it needs "
+                    f"root and Debian's package mirror:\n{result.stderr[-2000:]}"
+                )
+    if not CHROMIUM.exists():
+        pytest.fail(f"apt-get reported success but {CHROMIUM} is still missing")
+    return CHROMIUM
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,7 +9,6 @@ missing browser is a setup failure, reported as one.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -22,32 +21,11 @@ import pytest
 from tests.conftest import ARTIFACTS
 from tests.support.procs import BIN, ROOT, Fleet, free_port, wait_for
 
-CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]  # fmt: skip
 SCREENSHOTS = ARTIFACTS / "screenshots"
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Path:
-    """The system Chromium, installed from Debian's packages when missing (CI runs as root)."""
-    if not CHROMIUM.exists():
-        apt = shutil.which("apt-get")
-        if apt is None:
-            pytest.fail(f"{CHROMIUM} is missing and there is no apt-get to install it with")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for step in ([apt, "update", "-qq"], [apt, "install", "-y", "-qq", "chromium"]):
-            result = subprocess.run(step, env=env, capture_output=True, text=True, timeout=900, check=False)
-            if result.returncode != 0:
-                pytest.fail(
-                    f"installing Chromium failed at `{' '.join(step)}` (rc {result.returncode}); it needs "
-                    f"root and Debian's package mirror:\n{result.stderr[-2000:]}"
-                )
-    if not CHROMIUM.exists():
-        pytest.fail(f"apt-get reported success but {CHROMIUM} is still missing")
-    return CHROMIUM
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -21,8 +20,6 @@ import yaml
 from tests.support.procs import BIN, ROOT, Fleet, free_port, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
 def http(
@@ -113,11 +110,11 @@ def test_swagger_ui_its_assets_and_the_schema_are_served_by_gunicorn(web: str, d
     assert (status, json.loads(body)) == (401, {"detail": "Authentication credentials were not provided."})
 
 
-def test_swagger_ui_renders_every_operation_in_headless_chromium(web: str, tmp_path: Path) -> None:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("no Chromium on this machine (the browser suite installs it with apt)")
+def test_swagger_ui_renders_every_operation_in_headless_chromium(
+    web: str, tmp_path: Path, chromium: Path
+) -> None:
     result = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
          "--disable-background-networking", "--disable-component-update", f"--user-data-dir={tmp_path}",
          "--virtual-time-budget=15000", "--dump-dom", f"{web}/api/docs/"],
         capture_output=True, text=True, timeout=120, check=False,
