@@ -73,3 +73,13 @@ def test_dev_procfile_runs_the_long_lived_roles_with_the_same_programs() -> None
 def test_migrations_match_models() -> None:
     out = StringIO()
     call_command("makemigrations", "--check", "--dry-run", stdout=out)
+
+
+def test_the_image_carries_every_source_folder_the_project_reads() -> None:
+    """No Docker engine here to build it: check that the Dockerfile copies each top-level folder of code and
+    templates, so the image never runs without (say) the dashboard's templates."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    copied = set(re.findall(r"^COPY (\w+) \./", dockerfile, flags=re.MULTILINE))
+    needed = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()} - {"tests"}
+    needed |= {"templates"}
+    assert needed <= copied, f"Dockerfile does not copy {sorted(needed - copied)}"
