@@ -131,7 +131,10 @@ def cmd_run() -> int:
         env.setdefault("FLOWER_URL", f"http://127.0.0.1:{flower_port}/")
         manage("migrate", "--noinput", env=env)
         manage("collectstatic", "--noinput", "--verbosity", "0", env=env)
-        credentials = ensure_demo_superuser(env) if env["DEBUG"] in {"1", "true", "yes", "on"} else None
+        credentials = None
+        if env["DEBUG"] in {"1", "true", "yes", "on"}:
+            credentials = ensure_demo_superuser(env)
+            manage("seed_demo", "--owner", credentials[0], env=env)
         base = f"http://127.0.0.1:{web_port}"
         log("the fleet is starting: web, worker, beat, flower")
         log(f"  admin      {base}/admin/")

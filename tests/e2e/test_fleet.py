@@ -28,13 +28,13 @@ def http_get(url: str, timeout: float = 3) -> tuple[int, str]:
 
 
 def test_make_run_brings_up_the_whole_fleet_and_ctrl_c_stops_it(
-    processes: Fleet, redis_client: redis.Redis
+    processes: Fleet, redis_client: redis.Redis, django_user_model
 ) -> None:
     web_port, flower_port = free_port(), free_port()
     base = f"http://127.0.0.1:{web_port}"
     devstack = processes.start(
         "devstack", [str(BIN / "python"), "scripts/devstack.py", "run"],
-        PORT=str(web_port), FLOWER_PORT=str(flower_port), WORKER_CONCURRENCY="1",
+        PORT=str(web_port), FLOWER_PORT=str(flower_port), WORKER_CONCURRENCY="1", DEBUG="1",
     )  # fmt: skip
 
     status, body = wait_for(
@@ -77,3 +77,9 @@ def test_make_run_brings_up_the_whole_fleet_and_ctrl_c_stops_it(
     output = processes.log("devstack")
     assert f"http://127.0.0.1:{web_port}/admin/" in output
     assert "Flower" in output
+    login = re.search(r"login\s+admin / (\S+)", output)
+    assert login, "dev mode prints the demo superuser's password"
+    assert "seeded 5 demo triggers for admin" in output
+    admin = django_user_model.objects.get(username="admin")
+    assert admin.is_superuser
+    assert admin.check_password(login.group(1))

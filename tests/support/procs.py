@@ -91,6 +91,9 @@ class Fleet:
         self.env = {**self.env, "FLEET_TEST_MARKER": self.marker, "PYTHONUNBUFFERED": "1"}
         self.env["PATH"] = f"{BIN}{os.pathsep}{self.env.get('PATH', '')}"
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        # Logs from an earlier run of the same test would be read as this run's: start each run clean.
+        for old in self.log_dir.glob("*.log"):
+            old.unlink()
 
     def start(self, name: str, cmd: list[str], **env: str) -> subprocess.Popen:
         log = (self.log_dir / f"{name}.log").open("ab")
