@@ -34,6 +34,8 @@ FINISHED_STATUSES = frozenset(
         ExecutionStatus.SKIPPED,
     }
 )
+#: Finished runs that count against the success rate (stats, admin list, dashboard chart all agree on it).
+UNSUCCESSFUL_STATUSES = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT})
 #: States that count as "an earlier run is still going" for the overlap policy.
 ACTIVE_STATUSES = frozenset({ExecutionStatus.PENDING, ExecutionStatus.QUEUED, ExecutionStatus.RUNNING})
 

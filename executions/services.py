@@ -63,10 +63,6 @@ FAILURE_STATUSES = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT}
 TINY = timedelta(microseconds=1)
 
 
-def _spec(trigger: Trigger) -> timing.ScheduleSpec:
-    return validation.spec_from({f: getattr(trigger, f) for f in validation.SCHEDULE_FIELDS})
-
-
 def _fire_at(trigger: Trigger, slot: datetime) -> datetime:
     return slot + timing.jitter_offset(str(trigger.pk), slot, trigger.jitter_seconds)
 
@@ -172,7 +168,7 @@ def execution_fire(
                 "slot %s of trigger %s is not after its last slot; late fire ignored", slot, trigger_id
             )
             return []
-        spec = _spec(trigger)
+        spec = validation.spec_of(trigger)
         if not _is_slot_of(spec, slot):
             logger.warning("fire for %s of trigger %s ignored: not a slot of its schedule", slot, trigger_id)
             return []

@@ -25,10 +25,10 @@ from typing import Any
 from django.db import connection
 from django.db.models import Aggregate, Avg, Count, FloatField, Max, Min, Q, QuerySet
 
-from executions.models import Execution, ExecutionStatus
+from executions.models import UNSUCCESSFUL_STATUSES, Execution, ExecutionStatus
 from schedules.models import Trigger
 
-_FAILED = (ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT)
+_FAILED = tuple(UNSUCCESSFUL_STATUSES)
 _TIMED = Q(status__in=(ExecutionStatus.SUCCEEDED, *_FAILED), duration_ms__isnull=False)
 PERCENTILES = {"p50DurationMs": 0.5, "p95DurationMs": 0.95}
 

@@ -26,6 +26,7 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.urls import path
 
+from executions.models import UNSUCCESSFUL_STATUSES
 from scheduler_project import clock, status
 
 WINDOW = timedelta(hours=24)
@@ -41,7 +42,7 @@ FLEET_CACHE_KEY = "scheduler-dashboard:fleet"
 #: The chart's series, bottom to top, and the execution states each one counts.
 SERIES: tuple[tuple[str, str, frozenset[str]], ...] = (
     ("succeeded", "succeeded", frozenset({"succeeded"})),
-    ("failed", "failed or timed out", frozenset({"failed", "timed_out"})),
+    ("failed", "failed or timed out", frozenset(UNSUCCESSFUL_STATUSES)),
     ("skipped", "skipped", frozenset({"skipped"})),
 )
 

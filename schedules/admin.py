@@ -27,7 +27,7 @@ from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_POST
 
-from executions.models import Execution, ExecutionOrigin, ExecutionStatus, SkipReason
+from executions.models import UNSUCCESSFUL_STATUSES, Execution, ExecutionOrigin, ExecutionStatus, SkipReason
 from scheduler_project import clock, dashboard
 from schedules import services, timing, validation
 from schedules.forms import TriggerAdminForm
@@ -139,7 +139,7 @@ def choice_badge(value: str, choices: type) -> SafeString | str:
 
 def schedule_in_words(trigger: Trigger) -> str:
     """`timing.describe` of the trigger's schedule; never breaks a page if a stored row no longer parses."""
-    spec = validation.spec_from({f: getattr(trigger, f) for f in validation.SCHEDULE_FIELDS})
+    spec = validation.spec_of(trigger)
     try:
         return timing.describe(spec)
     except timing.TimingError:
@@ -483,7 +483,7 @@ class TriggerAdmin(OperationsMixin, admin.ModelAdmin):
             .select_related("owner")
             .annotate(
                 succeeded_runs=_executions_counted(ExecutionStatus.SUCCEEDED),
-                unsuccessful_runs=_executions_counted(ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT),
+                unsuccessful_runs=_executions_counted(*UNSUCCESSFUL_STATUSES),
             )
         )
 

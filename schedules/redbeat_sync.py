@@ -230,7 +230,7 @@ class EntryDefinition:
 
         return cls(
             trigger_id=str(trigger.pk),
-            spec=validation.spec_from({f: getattr(trigger, f) for f in validation.SCHEDULE_FIELDS}),
+            spec=validation.spec_of(trigger),
             jitter_seconds=trigger.jitter_seconds,
             priority=priority_value(trigger.priority),
         )

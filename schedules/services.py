@@ -25,7 +25,7 @@ def _sync_after_commit(trigger_id: uuid.UUID) -> None:
 
 def trigger_next_slot(*, trigger: Trigger, after: datetime) -> datetime | None:
     """The next slot of an active trigger after `after`, or None when its schedule has ended."""
-    spec = validation.spec_from({f: getattr(trigger, f) for f in validation.SCHEDULE_FIELDS})
+    spec = validation.spec_of(trigger)
     return timing.next_slot(spec, after, runs_so_far=trigger.run_count)
 
 

@@ -167,6 +167,11 @@ def spec_from(values: Mapping[str, Any]) -> timing.ScheduleSpec:
     )
 
 
+def spec_of(trigger: Any) -> timing.ScheduleSpec:
+    """The schedule a saved trigger (or anything with its schedule fields) describes."""
+    return spec_from({f: getattr(trigger, f) for f in SCHEDULE_FIELDS})
+
+
 def normalise_schedule(values: dict[str, Any], *, now: datetime) -> None:
     """Clear the fields another kind uses, so a row never carries a stale cron expression or interval; and
     give an interval an anchor (its start, or now) so its slots are fixed from the moment it is registered."""

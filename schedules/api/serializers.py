@@ -78,7 +78,7 @@ def _instant(name: str) -> InstantField:
 
 
 def spec_of(trigger: Trigger) -> timing.ScheduleSpec:
-    return validation.spec_from({f: getattr(trigger, f) for f in validation.SCHEDULE_FIELDS})
+    return validation.spec_of(trigger)
 
 
 # --- Triggers ---------------------------------------------------------------------------------------------
