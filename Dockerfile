@@ -9,6 +9,8 @@ COPY pyproject.toml README.md manage.py Procfile ./
 COPY scheduler_project ./scheduler_project
 COPY schedules ./schedules
 COPY executions ./executions
+COPY operations ./operations
+COPY toolkit ./toolkit
 COPY templates ./templates
 RUN pip install .
 

@@ -10,25 +10,101 @@ from typing import Any
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.forms import BaseInlineFormSet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from executions import services
-from executions.models import Attempt, Execution
-from schedules.admin import (
-    ExecutionDisplay,
+from executions.models import Attempt, Execution, ExecutionOrigin, SkipReason
+from toolkit.admin import (
     Operation,
     OperationsMixin,
     ReadOnlyAdminMixin,
     badge,
-    execution_link,
-    execution_zone,
+    duration_text,
     in_zone,
+    instant,
     instant_column,
     wall,
 )
+
+#: How many of its newest runs a trigger's page lists; the full history is one link away.
+LATEST_EXECUTIONS = 10
+
+
+class LatestExecutionsFormSet(BaseInlineFormSet):
+    """Only the newest executions: a busy trigger has thousands, and the full list is one link away."""
+
+    def get_queryset(self) -> QuerySet:
+        return super().get_queryset().order_by("-created_at")[:LATEST_EXECUTIONS]
+
+
+def execution_zone(execution: Execution) -> str:
+    return execution.trigger.timezone
+
+
+class ExecutionDisplay:
+    """Columns an execution shows wherever it is listed (its own admin and the trigger's inline)."""
+
+    recorded = instant_column("created_at", execution_zone, "recorded")
+
+    @admin.display(description="origin", ordering="origin")
+    def origin_label(self, obj: Execution) -> str:
+        return dict(ExecutionOrigin.choices).get(obj.origin, "—").split(" — ")[0]
+
+    @admin.display(description="slot", ordering="slot")
+    def slot_when(self, obj: Execution) -> SafeString | str:
+        if obj.slot is None:
+            return format_html(
+                "manual<br>{}", instant(obj.requested_at or obj.created_at, obj.trigger.timezone)
+            )
+        return instant(obj.slot, obj.trigger.timezone)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, obj: Execution) -> SafeString | str:
+        reason = dict(SkipReason.choices).get(obj.skip_reason, "")
+        return badge(obj.status, obj.get_status_display(), title=reason or obj.get_status_display())
+
+    @admin.display(description="duration", ordering="duration_ms")
+    def duration(self, obj: Execution) -> str:
+        return duration_text(obj.duration_ms)
+
+
+class LatestExecutionsInline(ReadOnlyAdminMixin, ExecutionDisplay, admin.TabularInline):
+    model = Execution
+    formset = LatestExecutionsFormSet
+    verbose_name_plural = f"latest {LATEST_EXECUTIONS} executions"
+    fields = (
+        "execution",
+        "slot_when",
+        "status_badge",
+        "origin_label",
+        "attempts",
+        "duration",
+        "error_excerpt",
+    )
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+    ordering = ("-created_at",)
+
+    @admin.display(description="execution")
+    def execution(self, obj: Execution) -> SafeString:
+        url = reverse("admin:executions_execution_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, str(obj.pk)[:8])
+
+    @admin.display(description="error")
+    def error_excerpt(self, obj: Execution) -> str:
+        return (obj.error[:120] + "…") if len(obj.error) > 120 else obj.error or "—"
+
+
+def execution_link(execution: Execution) -> SafeString:
+    url = reverse("admin:executions_execution_change", args=[execution.pk])
+    status = execution.get_status_display().split(" — ")[0].lower()
+    return format_html('<a href="{}">{}</a> ({})', url, str(execution.pk)[:8], status)
 
 
 def _attempt_zone(attempt: Attempt) -> str:
@@ -122,7 +198,7 @@ class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admi
         css = {"all": ("schedules/admin.css",)}
 
     def get_readonly_fields(self, request: HttpRequest, obj: Execution | None = None) -> list[str]:
-        return [name for _, options in self.fieldsets for name in options["fields"]]
+        return [str(name) for _, options in self.fieldsets for name in options["fields"]]
 
     def has_operate_permission(self, request: HttpRequest, obj: Execution | None = None) -> bool:
         """Read-only pages, but cancelling and re-running are for those who may change executions."""

@@ -23,7 +23,7 @@ from django.views.decorators.http import require_POST
 
 from executions import services, signing
 from executions.models import Execution, ExecutionStatus
-from scheduler_project import clock
+from toolkit import clock
 
 #: The ends a target may report (timing out is the scheduler's own decision).
 REPORTABLE = (ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from executions.policies import SkipReason
 from schedules.models import Priority, Trigger
 
 
@@ -45,20 +46,6 @@ class ExecutionOrigin(models.TextChoices):
     CATCHUP = "catchup", "Catch-up — a slot missed while the fleet was down"
     MANUAL = "manual", "Manual — run now or re-run"
     TICK = "tick", "Tick — fired by the beat-less tick endpoint"
-
-
-class SkipReason(models.TextChoices):
-    PAUSED = "paused", "Trigger paused"
-    COMPLETED = "completed", "Trigger completed"
-    OVERLAP = "overlap", "An earlier run was still running"
-    OUTSIDE_BOUNDS = "outside_bounds", "Outside the start/end bounds"
-    CATCHUP_NONE = "catchup_none", "Missed; catch-up policy is none"
-    CATCHUP_SUPERSEDED = "catchup_superseded", "Missed; a later slot ran instead"
-    CATCHUP_WINDOW = "catchup_window", "Missed; older than the catch-up window"
-    CATCHUP_CAP = "catchup_cap", "Missed; beyond the catch-up cap"
-    MISFIRE = "misfire", "Started later than the misfire grace"
-    LIMIT_REACHED = "limit_reached", "max_runs reached"
-    DELETED = "deleted", "Trigger deleted"
 
 
 class Execution(models.Model):

@@ -27,6 +27,9 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
+from schedules.vocabulary import PRIORITY_VALUES, CatchupPolicy, OverlapPolicy, Priority, priority_value
+from toolkit.enums import Choices
+
 __all__ = [
     "PRIORITY_VALUES",
     "CatchupPolicy",
@@ -57,73 +60,20 @@ __all__ = [
 # ----------------------------------------------------------------------------------------------------
 
 
-class OverlapPolicy(StrEnum):
-    """What to do when a slot comes due while an earlier run of the same trigger is still running."""
-
-    ALLOW = "allow"
-    SKIP = "skip"
-    QUEUE = "queue"
-    BUFFER_ONE = "buffer_one"
-    REPLACE = "replace"
-
-
-class CatchupPolicy(StrEnum):
-    """What to do with slots that were missed while the fleet was down."""
-
-    NONE = "none"
-    LATEST = "latest"
-    FIRE_IMMEDIATELY = "fire_immediately"
-    SPREAD = "spread"
-
-
-class SkipReason(StrEnum):
+class SkipReason(Choices):
     """Why a slot was recorded as skipped; stored on the execution row, so values are part of the schema."""
 
-    PAUSED = "paused"
-    COMPLETED = "completed"
-    OVERLAP = "overlap"
-    OUTSIDE_BOUNDS = "outside_bounds"
-    CATCHUP_NONE = "catchup_none"
-    CATCHUP_SUPERSEDED = "catchup_superseded"
-    CATCHUP_WINDOW = "catchup_window"
-    CATCHUP_CAP = "catchup_cap"
-    MISFIRE = "misfire"
-    LIMIT_REACHED = "limit_reached"
-
-
-class Priority(StrEnum):
-    """User-facing priority names; mapped to broker priorities by :data:`PRIORITY_VALUES`."""
-
-    URGENT = "urgent"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-
-
-# The Redis transport emulates priorities with one list per step and serves the LOWEST number first, so urgent
-# must be 0. The gaps of 3 leave room for in-between levels without renumbering existing messages.
-PRIORITY_VALUES: dict[Priority, int] = {
-    Priority.URGENT: 0,
-    Priority.HIGH: 3,
-    Priority.MEDIUM: 6,
-    Priority.LOW: 9,
-}
-
-_DEFAULT_PRIORITY = PRIORITY_VALUES[Priority.MEDIUM]
-
-
-def priority_value(name: str) -> int:
-    """Broker priority for a priority name; unknown or empty names get medium (6).
-
-    Why lenient: the value comes from user-edited trigger rows and API payloads; a typo should launch the
-    job at normal priority, not crash the fire path. Case and surrounding whitespace are ignored likewise.
-    """
-    if not isinstance(name, str):
-        return _DEFAULT_PRIORITY
-    try:
-        return PRIORITY_VALUES[Priority(name.strip().lower())]
-    except ValueError:
-        return _DEFAULT_PRIORITY
+    PAUSED = "paused", "Trigger paused"
+    COMPLETED = "completed", "Trigger completed"
+    OVERLAP = "overlap", "An earlier run was still running"
+    OUTSIDE_BOUNDS = "outside_bounds", "Outside the start/end bounds"
+    CATCHUP_NONE = "catchup_none", "Missed; catch-up policy is none"
+    CATCHUP_SUPERSEDED = "catchup_superseded", "Missed; a later slot ran instead"
+    CATCHUP_WINDOW = "catchup_window", "Missed; older than the catch-up window"
+    CATCHUP_CAP = "catchup_cap", "Missed; beyond the catch-up cap"
+    MISFIRE = "misfire", "Started later than the misfire grace"
+    LIMIT_REACHED = "limit_reached", "max_runs reached"
+    DELETED = "deleted", "Trigger deleted"
 
 
 def _require_aware(value: datetime, what: str) -> None:

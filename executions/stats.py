@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from django.db import connection
 from django.db.models import Aggregate, Avg, Count, FloatField, Max, Min, Q, QuerySet
@@ -62,7 +62,10 @@ def _percentile_by_offset(rows: QuerySet[Execution], count: int, fraction: float
         return None
     position = fraction * (count - 1)
     low = math.floor(position)
-    values = list(rows.order_by("duration_ms").values_list("duration_ms", flat=True)[low : low + 2])
+    # The caller passes rows filtered by _TIMED (duration_ms__isnull=False), so no value is None.
+    values = cast(
+        list[int], list(rows.order_by("duration_ms").values_list("duration_ms", flat=True)[low : low + 2])
+    )
     if len(values) == 1 or position == low:
         return float(values[0])
     return values[0] + (values[1] - values[0]) * (position - low)

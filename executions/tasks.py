@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery import shared_task
 from django.conf import settings
@@ -12,6 +12,9 @@ from django.conf import settings
 from executions import policies, services
 from executions.launchers import demo
 from executions.launchers.base import LaunchPayload
+
+if TYPE_CHECKING:
+    from celery import Task
 
 
 @shared_task(name="executions.fire", acks_late=True)
@@ -30,7 +33,7 @@ def fire(trigger_id: str, slot: str, origin: str = "schedule") -> list[str]:
     reject_on_worker_lost=True,
     ignore_result=True,
 )
-def launch(self, execution_id: str) -> None:  # type: ignore[no-untyped-def]
+def launch(self: Task[[str], None], execution_id: str) -> None:
     """One launch attempt. Acked only after it is recorded, and requeued if the worker dies, so a launch is
     never lost; the service makes a redelivered or duplicate message harmless (see its docstring). Retries
     are new messages under new task ids, sent by the service, never `self.retry`."""
@@ -47,7 +50,7 @@ def sweep() -> dict[str, int]:
 def prune(older_than: str | None = None) -> int:
     """Daily retention: delete finished executions older than `older_than` (default
     `settings.SCHEDULER_EXECUTION_RETENTION`, else 90 days)."""
-    age = older_than or getattr(settings, "SCHEDULER_EXECUTION_RETENTION", "90d")
+    age = older_than or cast(str, getattr(settings, "SCHEDULER_EXECUTION_RETENTION", "90d"))
     return services.execution_prune(older_than=policies.parse_age(age))
 
 

@@ -6,7 +6,7 @@ import os
 from celery import Celery
 from django.conf import settings
 
-from scheduler_project import logs, shutdown
+from operations import logs, shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "scheduler_project.settings")
 

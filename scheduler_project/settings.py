@@ -77,6 +77,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "schedules",
     "executions",
+    "operations",
 ]
 
 MIDDLEWARE = [
@@ -244,22 +245,22 @@ except json.JSONDecodeError as exc:
 # default cache, so give the fleet a shared cache for them to hold across web processes.
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "scheduler_project.api.BearerTokenAuthentication",
+        "toolkit.api.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["scheduler_project.api.GuardedJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["toolkit.api.GuardedJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "scheduler_project.api.LimitOffsetPage",
+    "DEFAULT_PAGINATION_CLASS": "toolkit.api.LimitOffsetPage",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50),
     "MAX_PAGE_SIZE": env_int("API_MAX_PAGE_SIZE", 200),
-    "DEFAULT_THROTTLE_CLASSES": ["scheduler_project.api.UserRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["toolkit.api.UserRateThrottle"],
     "DEFAULT_THROTTLE_RATES": {
         "user": os.environ.get("API_THROTTLE_USER", "600/min") or None,
         "auth": os.environ.get("API_THROTTLE_AUTH", "30/min") or None,
     },
-    "EXCEPTION_HANDLER": "scheduler_project.api.api_exception_handler",
+    "EXCEPTION_HANDLER": "toolkit.api.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
@@ -281,7 +282,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "scheduler_project.api.document_error_responses",
+        "toolkit.api.document_error_responses",
     ],
     "SCHEMA_PATH_PREFIX": r"/api/(v1|scheduler)",
     "ENUM_NAME_OVERRIDES": {
@@ -301,7 +302,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Logging ----------------------------------------------------------------------------------------------
-# LOG_FORMAT=json: one JSON object per line (scheduler_project/logs.py); the default is readable text. Every
+# LOG_FORMAT=json: one JSON object per line (operations/logs.py); the default is readable text. Every
 # record carries the run it is about (trigger_id, execution_id, slot, attempt) and passes the redacting
 # filter. Celery processes keep their own handlers and text format; scheduler_project/celery.py gives them
 # the same filters (and the JSON formatter).
@@ -313,12 +314,12 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {
-        "context": {"()": "scheduler_project.logs.ContextFilter"},
-        "redact": {"()": "scheduler_project.logs.RedactingFilter"},
+        "context": {"()": "operations.logs.ContextFilter"},
+        "redact": {"()": "operations.logs.RedactingFilter"},
     },
     "formatters": {
         "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "scheduler_project.logs.JsonFormatter"},
+        "json": {"()": "operations.logs.JsonFormatter"},
     },
     "handlers": {
         "console": {
@@ -335,7 +336,7 @@ LOGGING = {
 }
 
 # --- Operations -------------------------------------------------------------------------------------------
-# Metrics, health, fleet status and shutdown (scheduler_project/metrics.py, health.py, status.py,
+# Metrics, health, fleet status and shutdown (operations/metrics.py, health.py, status.py,
 # shutdown.py). Metric counters live in Redis under REDBEAT_KEY_PREFIX, so every process of the fleet adds
 # to the same figures whatever container it runs in.
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")  # Bearer token /metrics requires; empty = open

@@ -5,7 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions import callbacks
-from scheduler_project import health, metrics, status
+from operations import health, metrics, status
 from schedules import tick
 
 urlpatterns = [

@@ -8,7 +8,7 @@ import functools
 import json
 import zoneinfo
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -16,6 +16,10 @@ from django.utils.html import format_html, format_html_join
 
 from schedules import services, timing, validation
 from schedules.models import Trigger, TriggerKind
+
+if TYPE_CHECKING:
+    from django.forms.renderers import BaseRenderer
+    from django.utils.safestring import SafeString
 
 #: The message the services give for a missing required field, used for the form's own required check so an
 #: empty name reads the same in the admin as in the API.
@@ -33,7 +37,13 @@ class ZoneInput(forms.TextInput):
             {"list": self.list_id, "autocomplete": "off", "spellcheck": "false", **(attrs or {})}
         )
 
-    def render(self, name: str, value: Any, attrs: dict[str, Any] | None = None, renderer=None) -> str:
+    def render(
+        self,
+        name: str,
+        value: Any,
+        attrs: dict[str, Any] | None = None,
+        renderer: BaseRenderer | None = None,
+    ) -> SafeString:
         box = super().render(name, value, attrs, renderer)
         options = format_html_join("", '<option value="{}">', ((z,) for z in zone_names()))
         return format_html('{}<datalist id="{}">{}</datalist>', box, self.list_id, options)
@@ -93,7 +103,7 @@ class TriggerAdminForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["preset"].choices = [("", "— choose a common schedule —")] + [
+        cast(forms.ChoiceField, self.fields["preset"]).choices = [("", "— choose a common schedule —")] + [
             (p.key, f"{p.label}  ({p.expression})") for p in timing.PRESETS
         ]
         self.fields["preset"].widget.attrs["data-expressions"] = json.dumps(
@@ -110,7 +120,8 @@ class TriggerAdminForm(forms.ModelForm):
                 field.widget.attrs.pop(attr, None)
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        # BaseModelForm.clean always returns self.cleaned_data; the stubs allow None for overrides.
+        cleaned = cast(dict[str, Any], super().clean())
         preset = next((p for p in timing.PRESETS if p.key == cleaned.get("preset")), None)
         if preset is not None and not (cleaned.get("cron_expression") or "").strip():
             # Without JavaScript the preset menu cannot fill the box; an empty box then means "the preset".
@@ -157,5 +168,6 @@ class TriggerAdminForm(forms.ModelForm):
         """The services saved the trigger during validation; there is nothing left to write."""
         if self.errors:
             raise ValueError("The trigger could not be saved because its data did not validate.")
-        self.save_m2m = lambda: None
+        # Django's own save(commit=False) sets save_m2m on the instance the same way.
+        self.save_m2m = lambda: None  # type: ignore[method-assign]
         return self.instance

@@ -10,40 +10,9 @@ from django.db import models
 from django.db.models import Q
 
 from schedules.querysets import TriggerQuerySet
+from schedules.vocabulary import CatchupPolicy, OverlapPolicy, Priority, TriggerKind, TriggerStatus
 
-
-class TriggerKind(models.TextChoices):
-    CRON = "cron", "Cron expression"
-    INTERVAL = "interval", "Fixed interval"
-    ONCE = "once", "Once"
-
-
-class TriggerStatus(models.TextChoices):
-    ACTIVE = "active", "Active — fires on schedule"
-    PAUSED = "paused", "Paused — no runs until resumed"
-    COMPLETED = "completed", "Completed — schedule ended"
-
-
-class OverlapPolicy(models.TextChoices):
-    ALLOW = "allow", "Allow — start even while an earlier run is running"
-    SKIP = "skip", "Skip — record the slot skipped while an earlier run is running"
-    QUEUE = "queue", "Queue — start after the earlier run ends, in slot order"
-    BUFFER_ONE = "buffer_one", "Buffer one — keep at most one waiting, skip the rest"
-    REPLACE = "replace", "Replace — cancel the running one and start the new one"
-
-
-class CatchupPolicy(models.TextChoices):
-    NONE = "none", "None — record missed slots skipped"
-    LATEST = "latest", "Latest — run the most recent missed slot once"
-    FIRE_IMMEDIATELY = "fire_immediately", "Fire immediately — run every missed slot, oldest first"
-    SPREAD = "spread", "Spread — run every missed slot, spaced over the catch-up window"
-
-
-class Priority(models.TextChoices):
-    URGENT = "urgent", "Urgent"
-    HIGH = "high", "High"
-    MEDIUM = "medium", "Medium"
-    LOW = "low", "Low"
+__all__ = ["CatchupPolicy", "OverlapPolicy", "Priority", "Trigger", "TriggerKind", "TriggerStatus"]
 
 
 def _default(name: str):
@@ -245,3 +214,14 @@ class Trigger(models.Model):
     @property
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
+
+    @property
+    def runs_so_far(self) -> int:
+        """The runs that count against the schedule's limit (`max_runs`, or a one-off's single run).
+
+        A one-off's single run belongs to its `run_at`: once that slot is decided (`last_slot` reached it)
+        the trigger is done, but moving `run_at` past it arms the one-off again. Counting every run it ever
+        made instead would leave an edited one-off completed for good, with nothing telling the user why."""
+        if self.kind == TriggerKind.ONCE and self.run_at is not None:
+            return int(self.last_slot is not None and self.last_slot >= self.run_at)
+        return self.run_count

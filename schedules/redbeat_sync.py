@@ -60,11 +60,12 @@ from django.db import close_old_connections
 from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, ensure_conf, get_redis
 from redis.exceptions import LockNotOwnedError, ResponseError
 
-# The pure policy module (no Django, no Celery) is the one table of broker priorities for fires and launches.
-from executions.policies import priority_value
-from scheduler_project import clock, metrics
 from schedules import timing
 from schedules.models import Trigger
+
+# The pure policy module (no Django, no Celery) is the one table of broker priorities for fires and launches.
+from schedules.vocabulary import priority_value
+from toolkit import clock, metrics
 
 logger = logging.getLogger(__name__)
 #: One INFO line per published fire, on its own logger so an operator can silence it without losing the rest.
@@ -133,7 +134,7 @@ class Keys:
 
 
 def celery_app() -> Celery:
-    from scheduler_project.celery import app
+    from celery import current_app as app
 
     return app
 
@@ -341,7 +342,8 @@ class Observed:
         if not isinstance(reply, list):
             return cls(key=key, wrong_type=True)
         fields = [*reply, None, None, None, None, None, None][:6]
-        return cls(key, *fields[:5], score=_score(fields[5]))
+        definition, next_slot, fire_at, rev, catchup = fields[:5]
+        return cls(key, definition, next_slot, fire_at, rev, catchup, score=_score(fields[5]))
 
     @property
     def expected_slot(self) -> str:
@@ -394,14 +396,15 @@ class TriggerSchedule(BaseSchedule):
         super().__init__(nowfun=clock.now, app=app)
         self.definition = definition
 
-    def remaining_estimate(self, last_run_at: datetime) -> timedelta | None:
+    # None (no run after last_run_at) is what RedBeat's due_at expects; celery-types only allows a timedelta.
+    def remaining_estimate(self, last_run_at: datetime) -> timedelta | None:  # type: ignore[override]
         following = self.definition.next_after(last_run_at)
         return None if following is None else self.definition.fire_at(following) - self.now()
 
     def is_due(self, last_run_at: datetime) -> schedstate:
         remaining = self.remaining_estimate(last_run_at)
         if remaining is None:
-            return schedstate(False, None)
+            return schedstate(False, None)  # type: ignore[arg-type]  # no next run; celery-types wants a float
         seconds = remaining.total_seconds()
         return schedstate(seconds <= 0, max(seconds, 0.0))
 
@@ -635,7 +638,7 @@ def desired_entry(
     memo = memo or SlotMemo()
     definition = EntryDefinition.of(trigger)
     floor = max(now, trigger.last_slot) if trigger.last_slot else now
-    expected = memo.next(definition.spec, floor, trigger.run_count)
+    expected = memo.next(definition.spec, floor, trigger.runs_so_far)
     kept = _owed_slot(observed, definition, trigger, memo)
     if expected is None:
         # The schedule has nothing after now, but its last slot may still be owed: a one-off whose run_at
@@ -656,7 +659,7 @@ def _owed_slot(
             if current.spec != definition.spec:
                 return None
         slot = _parse_instant(observed.next_slot_raw, "next_slot")
-        if memo.next(definition.spec, slot - TINY, trigger.run_count) != slot:
+        if memo.next(definition.spec, slot - TINY, trigger.runs_so_far) != slot:
             return None
     except (KeyError, timing.TimingError):
         return None
@@ -729,7 +732,8 @@ def publish(app: Celery, fires: Sequence[Fire], *, producer: Any = None) -> int:
     if not fires:
         return 0
     amqp = app.amqp
-    route = amqp.router.route({}, FIRE_TASK, None, None)
+    # args=None as Celery's own send_task passes it (routers see None); celery-types wants a tuple.
+    route = amqp.router.route({}, FIRE_TASK, None, None)  # type: ignore[arg-type]
     template = amqp.create_task_message("", FIRE_TASK, [], {}, create_sent_event=False)
     with app.producer_or_acquire(producer) as active:
         if route.get("queue") is not None:
@@ -913,7 +917,8 @@ class BeatPass:
         result: PassResult,
     ) -> tuple[list[Fire], bool]:
         park_score = int(now.timestamp()) + QUARANTINE_SECONDS
-        keys, args = [self.keys.schedule, self.keys.lock], [self.lock_token or b""]
+        keys = [self.keys.schedule, self.keys.lock]
+        args: list[bytes | str | int] = [self.lock_token or b""]
         for entry, _send, following in plans:
             if following is None:
                 tail: list[Any] = ["advance", "", "", ""]
@@ -1044,7 +1049,7 @@ def _missed_slot(
         until = min(until, desired.slot - TINY)
     if until <= floor:
         return None  # the common case: the trigger fired within its grace, or nothing is owed before the next
-    first = memo.next(definition.spec, floor, trigger.run_count)
+    first = memo.next(definition.spec, floor, trigger.runs_so_far)
     if first is None or first > until:
         return None
     following = timing.next_slot(definition.spec, first)

@@ -1,6 +1,11 @@
 """The only code that changes a trigger. Views, admin actions, management commands and tasks call these; each
 runs in one transaction and syncs the trigger's beat entry after commit (`robust`: Redis being down must not
-turn a saved change into an error — reconcile repairs the entry from the database)."""
+turn a saved change into an error — reconcile repairs the entry from the database).
+
+The execution side changes a trigger too — its counters, last slot, next run, and completion when a
+schedule runs out — but only through `trigger_record_slots` and `trigger_record_end` below, called on a row
+the caller already holds locked, inside the caller's transaction (the counters must commit with the
+executions they count). So "next slot, or completed" is decided in one place: `_refresh_next_run`."""
 
 from __future__ import annotations
 
@@ -12,9 +17,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from scheduler_project import clock
 from schedules import timing, validation
 from schedules.models import Trigger, TriggerStatus
+from toolkit import clock
 
 
 def _sync_after_commit(trigger_id: uuid.UUID) -> None:
@@ -25,8 +30,7 @@ def _sync_after_commit(trigger_id: uuid.UUID) -> None:
 
 def trigger_next_slot(*, trigger: Trigger, after: datetime) -> datetime | None:
     """The next slot of an active trigger after `after`, or None when its schedule has ended."""
-    spec = validation.spec_of(trigger)
-    return timing.next_slot(spec, after, runs_so_far=trigger.run_count)
+    return timing.next_slot(validation.spec_of(trigger), after, runs_so_far=trigger.runs_so_far)
 
 
 def _refresh_next_run(trigger: Trigger, *, now: datetime) -> None:
@@ -145,15 +149,60 @@ def trigger_delete(*, trigger: Trigger) -> None:
     _sync_after_commit(trigger.pk)
 
 
-@transaction.atomic
-def trigger_mark_completed(*, trigger: Trigger) -> Trigger:
-    """Called by the execution side when a schedule has no slot left (max_runs reached, end passed)."""
-    trigger = Trigger.objects.select_for_update().get(pk=trigger.pk)
-    if trigger.status != TriggerStatus.COMPLETED:
-        trigger.status = TriggerStatus.COMPLETED
-        trigger.next_run_at = None
-        trigger.save(update_fields=["status", "next_run_at", "updated_at"])
-    _sync_after_commit(trigger.pk)
+def trigger_record_slots(
+    *, trigger: Trigger, through: datetime, started: int, last_status: str, now: datetime
+) -> Trigger:
+    """The fire path decided every slot up to `through` (recorded, skipped or held back); `started` of them
+    were sent to launch and the last one recorded ended up `last_status`. Advances `last_slot` (the fence
+    against replaying a slot), the run counters and `next_run_at`; a schedule with nothing left (end passed,
+    max_runs reached, a one-off done) completes the trigger and drops its beat entry.
+
+    `trigger` is the row the caller locked (`select_for_update`) in the transaction it is still in."""
+    trigger.last_slot = max(trigger.last_slot, through) if trigger.last_slot else through
+    if started:
+        trigger.run_count += started
+        trigger.last_run_at = now
+    if last_status:
+        trigger.last_status = last_status
+    was = trigger.status
+    if trigger.status == TriggerStatus.ACTIVE and trigger.deleted_at is None:
+        _refresh_next_run(trigger, now=now)
+    trigger.save(
+        update_fields=[
+            "last_slot",
+            "run_count",
+            "last_run_at",
+            "last_status",
+            "next_run_at",
+            "status",
+            "updated_at",
+        ]
+    )
+    if trigger.status != was:
+        _sync_after_commit(trigger.pk)
+    return trigger
+
+
+def trigger_record_end(
+    *, trigger: Trigger, status: str, failed: bool, succeeded: bool, started_at: datetime | None, error: str
+) -> Trigger:
+    """A run of `trigger` ended as `status`: its last status and run time, and the failure counters that
+    alerting and the dashboard read (`failed` counts a failure, `succeeded` ends a failure streak; a cancel
+    is neither). Same locking contract as `trigger_record_slots`."""
+    trigger.last_status = status
+    if started_at and (trigger.last_run_at is None or started_at > trigger.last_run_at):
+        trigger.last_run_at = started_at
+    if failed:
+        trigger.failure_count += 1
+        trigger.consecutive_failures += 1
+        trigger.last_error = error
+    elif succeeded:
+        trigger.consecutive_failures = 0
+    trigger.save(
+        update_fields=[
+            "last_status", "last_run_at", "failure_count", "consecutive_failures", "last_error", "updated_at",
+        ]
+    )  # fmt: skip
     return trigger
 
 
@@ -167,7 +216,7 @@ def trigger_preview(
     after = after or now
     if trigger is not None:
         values = {f: getattr(trigger, f) for f in validation.SCHEDULE_FIELDS}
-        runs = trigger.run_count
+        runs = trigger.runs_so_far
     else:
         values = validation.clean_fields({k: v for k, v in fields.items() if k in validation.SCHEDULE_FIELDS})
         values.setdefault("kind", "cron")

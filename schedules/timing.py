@@ -34,11 +34,12 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from enum import StrEnum
 from functools import lru_cache
 from itertools import islice, pairwise
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
+
+from schedules.vocabulary import TriggerKind
 
 __all__ = [
     "MAX_INTERVAL_SECONDS",
@@ -445,10 +446,8 @@ def get_zone(name: str, *, field: str = "timezone") -> ZoneInfo:
 # Schedules
 
 
-class Kind(StrEnum):
-    CRON = "cron"
-    INTERVAL = "interval"
-    ONCE = "once"
+#: The trigger kinds (one definition, in `schedules.vocabulary`).
+Kind = TriggerKind
 
 
 @dataclass(frozen=True)
@@ -522,6 +521,8 @@ def _compile(spec: ScheduleSpec) -> _Plan:
         raise TimingError("kind", "not a schedule")
     kind_text = _check_text(spec.kind, "kind")
     try:
+        if kind_text is None:  # Kind(None) would raise the same ValueError
+            raise ValueError(kind_text)
         kind = Kind(kind_text)
     except ValueError:
         raise TimingError("kind", "must be one of: cron, interval, once") from None
@@ -576,7 +577,8 @@ def validate_spec(spec: ScheduleSpec, *, now: datetime, min_interval_seconds: in
         return
     if plan.end_at is not None and plan.end_at <= now_utc:
         raise TimingError("end_at", "is in the past")
-    if plan.end_at is not None:
+    end_at = plan.end_at
+    if end_at is not None:
         lower = max(now_utc, plan.start_at) if plan.start_at is not None else now_utc
         if plan.kind is Kind.INTERVAL and plan.anchor is None:
             plan = replace(plan, anchor=lower)  # the caller will anchor it at creation, i.e. now
@@ -584,7 +586,7 @@ def validate_spec(spec: ScheduleSpec, *, now: datetime, min_interval_seconds: in
             first = next(_slots(plan, lower - timedelta(microseconds=1)), None)
         except OverflowError:
             first = None
-        if first is None or first[0] > plan.end_at:
+        if first is None or first[0] > end_at:
             raise TimingError("end_at", "leaves no run between start_at (or now) and end_at")
 
 

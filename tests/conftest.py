@@ -84,7 +84,7 @@ def processes(request: pytest.FixtureRequest, child_env: dict[str, str]) -> Iter
 
 
 class FrozenClock:
-    """The one clock (`scheduler_project.clock.now`), held still and moved by hand."""
+    """The one clock (`toolkit.clock.now`), held still and moved by hand."""
 
     def __init__(self, start):
         self.current = start
@@ -105,7 +105,7 @@ class FrozenClock:
 def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> FrozenClock:
     from datetime import UTC, datetime
 
-    from scheduler_project import clock
+    from toolkit import clock
 
     frozen = FrozenClock(datetime(2026, 3, 2, 12, 0, tzinfo=UTC))
     monkeypatch.setattr(clock, "now", frozen.now)

@@ -6,18 +6,15 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from executions.models import Attempt, Execution, SkipReason
-from scheduler_project.api import InstantField
 from schedules.api.serializers import JSONObjectField
+from toolkit.api import InstantField, InstantModelSerializer, help_of
 
 
 def _help(name: str) -> str:
-    return str(Execution._meta.get_field(name).help_text)
+    return help_of(Execution, name)
 
 
-class AttemptSerializer(serializers.ModelSerializer):
-    started_at = InstantField(read_only=True)
-    finished_at = InstantField(read_only=True, allow_null=True)
-
+class AttemptSerializer(InstantModelSerializer):
     class Meta:
         model = Attempt
         fields = (
@@ -27,7 +24,7 @@ class AttemptSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class ExecutionSerializer(serializers.ModelSerializer):
+class ExecutionSerializer(InstantModelSerializer):
     """One run as lists show it."""
 
     workflow_id = serializers.CharField(source="trigger.workflow_id", read_only=True)
@@ -39,25 +36,16 @@ class ExecutionSerializer(serializers.ModelSerializer):
     skip_reason = serializers.ChoiceField(
         choices=SkipReason.choices, allow_blank=True, read_only=True, help_text=_help("skip_reason")
     )
-    slot = InstantField(read_only=True, allow_null=True, help_text=_help("slot"))
-    fire_at = InstantField(read_only=True, allow_null=True, help_text=_help("fire_at"))
-    not_before = InstantField(read_only=True, allow_null=True, help_text=_help("not_before"))
-    requested_at = InstantField(read_only=True, allow_null=True, help_text=_help("requested_at"))
-    queued_at = InstantField(read_only=True, allow_null=True, help_text=_help("queued_at"))
-    started_at = InstantField(read_only=True, allow_null=True, help_text=_help("started_at"))
-    finished_at = InstantField(read_only=True, allow_null=True, help_text=_help("finished_at"))
-    created_at = InstantField(read_only=True, help_text=_help("created_at"))
-    updated_at = InstantField(read_only=True, help_text=_help("updated_at"))
 
     class Meta:
         model = Execution
-        fields = (
+        fields: tuple[str, ...] = (
             "id", "trigger", "trigger_name", "workflow_id", "origin", "status", "skip_reason", "slot",
             "fire_at", "not_before", "priority", "input", "result", "run_id", "error", "attempt_count",
             "launched_by", "requested_by", "requested_at", "idempotency_key", "rerun_of", "queued_at",
             "started_at", "finished_at", "duration_ms", "created_at", "updated_at",
         )  # fmt: skip
-        read_only_fields = fields
+        read_only_fields: tuple[str, ...] = fields
 
 
 class ExecutionDetailSerializer(ExecutionSerializer):
@@ -66,8 +54,8 @@ class ExecutionDetailSerializer(ExecutionSerializer):
     attempts = AttemptSerializer(source="attempt_set", many=True, read_only=True)
 
     class Meta(ExecutionSerializer.Meta):
-        fields = (*ExecutionSerializer.Meta.fields, "attempts")
-        read_only_fields = fields
+        fields: tuple[str, ...] = (*ExecutionSerializer.Meta.fields, "attempts")
+        read_only_fields: tuple[str, ...] = fields
 
 
 class RunNowSerializer(serializers.Serializer):

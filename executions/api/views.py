@@ -21,7 +21,7 @@ from rest_framework.response import Response
 from executions import services
 from executions.api.serializers import CancelSerializer, ExecutionDetailSerializer, ExecutionSerializer
 from executions.models import Execution, ExecutionOrigin, ExecutionStatus
-from scheduler_project.api import INSTANT_HINT, parse_instant
+from toolkit.api import INSTANT_HINT, parse_instant
 
 
 def scoped_object(view: GenericAPIView) -> Any:

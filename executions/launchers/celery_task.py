@@ -11,7 +11,7 @@ execution id as `idempotency_key` to deduplicate its own side effects.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from celery import states
 from celery.result import AsyncResult
@@ -20,6 +20,8 @@ from executions import policies
 from executions.launchers.base import Launcher, LaunchPayload, LaunchResult, PollResult, RunState, scrub
 
 if TYPE_CHECKING:
+    from celery import Celery
+
     from executions.models import Execution
 
 _STATES: dict[str, RunState] = {
@@ -29,8 +31,8 @@ _STATES: dict[str, RunState] = {
 }
 
 
-def _app():  # type: ignore[no-untyped-def]
-    from scheduler_project.celery import app
+def _app() -> Celery:
+    from celery import current_app as app
 
     return app
 
@@ -62,7 +64,7 @@ class CeleryTaskLauncher(Launcher):
         return True
 
     def poll(self, run_id: str) -> PollResult:
-        result = AsyncResult(run_id, app=_app())
+        result: AsyncResult[Any] = AsyncResult(run_id, app=_app())
         state = _STATES.get(result.state, RunState.RUNNING)
         if state is RunState.SUCCEEDED:
             return PollResult(state, result=result.result)

@@ -41,9 +41,11 @@ from executions.launchers.base import (
     RunState,
     scrub,
 )
-from scheduler_project import clock
+from toolkit import clock
 
 if TYPE_CHECKING:
+    from email.message import Message
+
     from executions.models import Execution
 
 logger = logging.getLogger(__name__)
@@ -66,7 +68,7 @@ STATE_WORDS: dict[str, RunState] = {
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
         return None  # urllib then raises HTTPError with the 3xx, which classify_http_status calls fatal
 
 
@@ -76,7 +78,7 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedire
 @dataclass(frozen=True)
 class _Response:
     status: int
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] | Message  # an HTTPError's headers are an email Message, not a Mapping
     body: bytes
 
     def document(self) -> Any:

@@ -9,7 +9,7 @@ errors come from the same exception handler (`error_style = "compat"` only chang
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.db import IntegrityError, transaction
 from drf_spectacular.utils import OpenApiExample, extend_schema
@@ -22,10 +22,13 @@ from rest_framework.views import APIView
 from executions.api.views import visible_executions
 from executions.models import Execution
 from executions.stats import trigger_stats
-from scheduler_project.api import InstantField
 from schedules import services
 from schedules.api.serializers import DomainText
 from schedules.models import Trigger, TriggerKind, TriggerStatus
+from toolkit.api import InstantField
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 HISTORY_LIMIT_MAX = 1000
 
@@ -297,7 +300,8 @@ class HistoryView(CompatView):
     def get(self, request: Request) -> Response:
         query = self.parse(HistoryQuerySerializer, request.query_params)
         # History outlives an unregister (deleted triggers keep their runs), so deleted ones are found too.
-        owned = Trigger.objects.all() if request.user.is_staff else Trigger.objects.filter(owner=request.user)
+        user = cast("User", request.user)  # IsAuthenticated (the default permission) rules out AnonymousUser
+        owned = Trigger.objects.all() if user.is_staff else Trigger.objects.filter(owner=user)
         trigger = owned.filter(pk=query["triggerId"]).first()
         if trigger is None:
             raise _not_found()

@@ -10,14 +10,17 @@ client can send back what it read; a key that is no field at all is a 400, becau
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from scheduler_project.api import InstantField, LocalInstantField
 from schedules import timing, validation
 from schedules.models import Trigger
+from toolkit.api import InstantField, InstantModelSerializer, LocalInstantField, help_of
+
+if TYPE_CHECKING:
+    pass
 
 # --- Fields whose bounds the schema shows and the domain enforces ----------------------------------------
 
@@ -51,7 +54,7 @@ class JSONObjectField(serializers.JSONField):
 
 
 def _help(name: str) -> str:
-    return str(Trigger._meta.get_field(name).help_text)
+    return help_of(Trigger, name)
 
 
 def _text(name: str, **kwargs: Any) -> DomainText:
@@ -84,7 +87,7 @@ def spec_of(trigger: Trigger) -> timing.ScheduleSpec:
 # --- Triggers ---------------------------------------------------------------------------------------------
 
 
-class TriggerSerializer(serializers.ModelSerializer):
+class TriggerSerializer(InstantModelSerializer):
     """A schedule that starts a workflow. Owner, status, counters and next run are read-only: sent values
     are ignored."""
 
@@ -132,13 +135,6 @@ class TriggerSerializer(serializers.ModelSerializer):
     schedule_description = serializers.SerializerMethodField(
         help_text="The schedule in words, naming its zone."
     )
-    last_slot = InstantField(read_only=True, allow_null=True, help_text=_help("last_slot"))
-    last_run_at = InstantField(read_only=True, allow_null=True, help_text=_help("last_run_at"))
-    next_run_at = InstantField(read_only=True, allow_null=True, help_text=_help("next_run_at"))
-    paused_at = InstantField(read_only=True, allow_null=True, help_text=_help("paused_at"))
-    resumed_at = InstantField(read_only=True, allow_null=True, help_text=_help("resumed_at"))
-    created_at = InstantField(read_only=True, help_text=_help("created_at"))
-    updated_at = InstantField(read_only=True, help_text=_help("updated_at"))
 
     class Meta:
         model = Trigger
@@ -154,7 +150,8 @@ class TriggerSerializer(serializers.ModelSerializer):
         )  # fmt: skip
         read_only_fields = (
             "id", "status", "paused_reason", "last_status", "last_error", "run_count", "failure_count",
-            "consecutive_failures",
+            "consecutive_failures", "last_slot", "last_run_at", "next_run_at", "paused_at", "resumed_at",
+            "created_at", "updated_at",
         )  # fmt: skip
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
@@ -213,7 +210,8 @@ class CronPreviewSerializer(PreviewQuerySerializer):
 
 class PresetSerializer(serializers.Serializer):
     key = serializers.CharField(help_text="Stable identifier of the template.")
-    label = serializers.CharField(help_text="Short name to show in a picker.")
+    # The metaclass moves declared fields into _declared_fields, so this does not shadow Field.label.
+    label = serializers.CharField(help_text="Short name to show in a picker.")  # type: ignore[assignment]
     expression = serializers.CharField(help_text="The cron expression.")
     description = serializers.CharField(help_text="The expression in words.")
 

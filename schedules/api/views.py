@@ -8,7 +8,7 @@ Isolation: every lookup goes through `Trigger.objects.visible_to(user)`, so anot
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
@@ -25,7 +25,6 @@ from executions.api.serializers import ExecutionSerializer, RunNowSerializer, St
 from executions.api.views import ExecutionFilter, scoped_object, visible_executions
 from executions.models import Execution
 from executions.stats import trigger_stats
-from scheduler_project.api import AuthRateThrottle, GuardedFormParser, GuardedJSONParser, InstantField
 from schedules import services, timing, validation
 from schedules.api.serializers import (
     CronPreviewSerializer,
@@ -37,6 +36,11 @@ from schedules.api.serializers import (
     spec_of,
 )
 from schedules.models import Trigger, TriggerKind, TriggerStatus
+from toolkit.api import AuthRateThrottle, GuardedFormParser, GuardedJSONParser, InstantField
+
+if TYPE_CHECKING:
+    from django.db.models import Field
+    from rest_framework.serializers import BaseSerializer
 
 # --- Examples shown in the docs ---------------------------------------------------------------------------
 
@@ -125,7 +129,11 @@ class TriggerFilter(filters.FilterSet):
 def _put_defaults() -> dict[str, Any]:
     """What PUT resets an omitted writable field to: the model's default (operator defaults included), so PUT
     replaces the trigger's settings while PATCH changes only what it names."""
-    return {name: Trigger._meta.get_field(name).get_default() for name in validation.WRITABLE_FIELDS}
+    # WRITABLE_FIELDS are concrete fields, never reverse relations (which have no default).
+    return {
+        name: cast("Field[Any, Any]", Trigger._meta.get_field(name)).get_default()
+        for name in validation.WRITABLE_FIELDS
+    }
 
 
 @extend_schema_view(
@@ -162,10 +170,10 @@ class TriggerViewSet(viewsets.ModelViewSet):
     def get_object(self) -> Trigger:
         return scoped_object(self)
 
-    def perform_create(self, serializer: TriggerSerializer) -> None:
+    def perform_create(self, serializer: BaseSerializer[Trigger]) -> None:
         serializer.instance = services.trigger_register(owner=self.request.user, **serializer.validated_data)
 
-    def perform_update(self, serializer: TriggerSerializer) -> None:
+    def perform_update(self, serializer: BaseSerializer[Trigger]) -> None:
         fields = dict(serializer.validated_data)
         if "paused" in fields:
             raise serializers.ValidationError(
@@ -173,7 +181,9 @@ class TriggerViewSet(viewsets.ModelViewSet):
             )
         if not serializer.partial:
             fields = {**_put_defaults(), **fields}
-        serializer.instance = services.trigger_update(trigger=serializer.instance, **fields)
+        # UpdateModelMixin.update built the serializer around get_object(), so the instance is set.
+        trigger = cast(Trigger, serializer.instance)
+        serializer.instance = services.trigger_update(trigger=trigger, **fields)
 
     def perform_destroy(self, instance: Trigger) -> None:
         services.trigger_delete(trigger=instance)

@@ -12,10 +12,10 @@ from django.contrib.auth import get_user_model
 from playwright.sync_api import Page, expect
 
 from executions.models import Execution, ExecutionOrigin, ExecutionStatus
-from scheduler_project import clock
 from schedules import services
 from schedules.models import Trigger
 from tests.browser.conftest import App, screenshot
+from toolkit import clock
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 

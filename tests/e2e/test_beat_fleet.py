@@ -19,11 +19,11 @@ import pytest
 from django.core.management import call_command
 
 from executions.models import Execution
-from scheduler_project import metrics
 from scheduler_project.celery import app
 from schedules import redbeat_sync, services
 from schedules.models import Trigger
 from tests.support.procs import Fleet, celery_cmd, wait_for
+from toolkit import metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 

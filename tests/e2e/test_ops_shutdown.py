@@ -1,5 +1,5 @@
 """Graceful shutdown with real processes. SIGTERM goes to the main process only, as `docker stop` and
-Kubernetes send it (see scheduler_project/shutdown.py for why not to the whole group).
+Kubernetes send it (see operations/shutdown.py for why not to the whole group).
 
 * a worker SIGTERMed mid-launch finishes the launch within its grace and exits, nothing requeued;
 * a launch that outlives the grace is cancelled, its message goes back to the queue at once, and another

@@ -20,10 +20,12 @@ from django.test import Client
 from django.urls import reverse
 
 from executions.models import Attempt, AttemptOutcome, Execution, ExecutionOrigin, ExecutionStatus, SkipReason
-from scheduler_project import dashboard, metrics
+from operations import dashboard
 from schedules import services
 from schedules.models import Trigger, TriggerStatus
 from tests.support.procs import free_port
+from tests.support.triggers import run_out
+from toolkit import metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -394,8 +396,9 @@ def test_pause_and_resume_actions_say_what_happened(admin_client: Client, user, 
 def test_an_operation_refused_for_one_trigger_still_runs_for_the_rest(
     admin_client: Client, user, frozen_clock
 ):
-    done, fine = register(user, name="done"), register(user, name="fine")
-    services.trigger_mark_completed(trigger=done)
+    done = register(user, name="done", kind="once", run_at=frozen_clock.now() + timedelta(hours=1))
+    fine = register(user, name="fine")
+    assert run_out(done).status == TriggerStatus.COMPLETED
     response = act(admin_client, "pause", done, fine)
     assert texts(response) == [
         "Could not pause “done”: a completed trigger cannot be paused",
@@ -567,7 +570,7 @@ def test_cancel_action(admin_client: Client, user, frozen_clock) -> None:
 
 
 def utc_wall(moment: datetime) -> str:
-    from schedules.admin import wall
+    from toolkit.admin import wall
 
     return wall(moment.astimezone(UTC))
 
@@ -593,7 +596,7 @@ def test_rerun_action_creates_a_new_execution_pointing_at_the_original(
 def fleet_probe(monkeypatch: pytest.MonkeyPatch) -> dict:
     """The workers' answer to the status snapshot's inspect, given by the test (a real one waits its full
     reply window), and no snapshot remembered between requests."""
-    from scheduler_project import status
+    from operations import status
 
     answer: dict = {"workers": [status.WorkerStatus("celery@worker-1", concurrency=4, pid=7)], "calls": 0}
 

@@ -1,4 +1,4 @@
-"""The project-wide API plumbing (`scheduler_project/api.py`): token auth in both header forms, 401 for
+"""The project-wide API plumbing (`toolkit/api.py`): token auth in both header forms, 401 for
 anonymous, throttling with Retry-After, the request body guard, and one error shape for every kind of bad
 input — never a 500. Also the helpers the other `test_api_*` modules share."""
 
@@ -13,10 +13,10 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from executions.models import Execution, ExecutionOrigin, ExecutionStatus
-from scheduler_project import clock
-from scheduler_project.api import field_errors, one_line
 from schedules import services
 from schedules.models import Trigger
+from toolkit import clock
+from toolkit.api import field_errors, one_line
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 

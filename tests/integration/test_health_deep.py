@@ -11,9 +11,9 @@ import pytest
 import redis
 from django.test import Client
 
-from scheduler_project import metrics
 from scheduler_project.celery import app
 from tests.support.procs import free_port
+from toolkit import metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.urls("tests.integration.urls_ops")]
 

@@ -23,11 +23,12 @@ from executions import policies, services
 from executions.launchers import demo
 from executions.launchers.http import HttpLauncher
 from executions.models import Attempt, AttemptOutcome, Execution, ExecutionOrigin, ExecutionStatus
-from scheduler_project import clock
+from executions.services import dispatch, launch, sweep
 from schedules import services as trigger_services
 from schedules.models import Trigger
 from tests.integration.test_launch_stub import SECRET, Reply, StubTarget
 from tests.support.procs import free_port
+from toolkit import clock
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 CALLBACK_URLS = "tests.integration.urls_callbacks"
@@ -74,7 +75,7 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> list[Message]:
     def publish(execution_id, *, task_id: str, priority: str, countdown: float = 0.0) -> None:
         sent.append(Message(str(execution_id), task_id, priority, countdown))
 
-    monkeypatch.setattr(services, "_publish", publish)
+    monkeypatch.setattr(dispatch, "publish", publish)
     return sent
 
 
@@ -198,7 +199,7 @@ def test_retry_after_is_honoured_and_capped_below_the_visibility_timeout(make_tr
     )
     execution = drain(broker, services.execution_run_now(trigger=make_trigger()))
     assert execution.status == ExecutionStatus.SUCCEEDED
-    cap = services._retry_cap()
+    cap = dispatch.retry_cap()
     assert cap < 10, "the test broker's visibility timeout is 10 s"
     assert attempts(execution) == [("retryable", 429, 2.0), ("retryable", 503, cap), ("succeeded", 200, None)]
 
@@ -262,7 +263,7 @@ def test_redelivery_waits_for_the_lost_attempt_to_be_provably_dead(make_trigger,
     assert stub.seen() == [], "no second call while the first may be alive"
     resend = broker[-1]
     assert resend.task_id == first.task_id
-    assert 3 < resend.countdown <= 3 + services._attempt_grace() + 1.5
+    assert 3 < resend.countdown <= 3 + launch.attempt_grace() + 1.5
 
     Attempt.objects.filter(execution=execution).update(deadline_at=clock.now() - timedelta(seconds=1))
     execution = deliver(broker, execution)
@@ -279,7 +280,7 @@ def test_a_frozen_worker_cannot_overwrite_what_followed(make_trigger, broker, st
     execution = drain(broker, services.execution_run_now(trigger=make_trigger()))
     assert execution.status == ExecutionStatus.SUCCEEDED
     Attempt.objects.filter(execution=execution).update(outcome=AttemptOutcome.RETRYABLE)  # declared lost
-    services._record_attempt(
+    launch._record_attempt(
         execution_id=execution.pk, number=1, result=LaunchResult.failed("late", retryable=False)
     )
     execution.refresh_from_db()
@@ -424,7 +425,7 @@ def test_sweeper_polls_async_runs(make_trigger, broker, stub):
 
 def test_sweeper_requeues_a_lost_message_and_fences_the_old_one(make_trigger, broker, stub):
     execution = services.execution_run_now(trigger=make_trigger())
-    overdue = clock.now() - services._lost_message_grace() - timedelta(seconds=1)
+    overdue = clock.now() - sweep.lost_message_grace() - timedelta(seconds=1)
     Execution.objects.filter(pk=execution.pk).update(queued_at=overdue)
     assert services.execution_sweep().requeued == 1
     assert services.execution_sweep().requeued == 0

@@ -15,10 +15,10 @@ import pytest
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler_project import clock, metrics
 from scheduler_project.celery import app
 from schedules import services
 from tests.support.procs import ROOT, free_port
+from toolkit import clock, metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.urls("tests.integration.urls_ops")]
 
@@ -118,7 +118,7 @@ def test_writers_add_up_and_a_scrape_reads_them(
 def test_counts_from_another_process_add_to_the_same_series(client, redis_client) -> None:
     """What `PROMETHEUS_MULTIPROC_DIR` cannot do across containers: the counters live in Redis."""
     metrics.record_due(2)
-    code = "import django; django.setup(); from scheduler_project import metrics; metrics.record_due(5)"
+    code = "import django; django.setup(); from toolkit import metrics; metrics.record_due(5)"
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "scheduler_project.settings"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, timeout=60)
     assert done.returncode == 0, done.stderr

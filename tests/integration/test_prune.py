@@ -11,9 +11,9 @@ from django.core.management import CommandError, call_command
 
 from executions import policies, tasks
 from executions.models import Attempt, Execution, ExecutionOrigin, ExecutionStatus
-from scheduler_project import clock
 from schedules import services as trigger_services
 from schedules.models import Trigger
+from toolkit import clock
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 

@@ -10,8 +10,8 @@ from django.db import connection
 
 from executions.models import Execution, ExecutionOrigin, ExecutionStatus
 from executions.stats import trigger_stats
-from scheduler_project import clock
 from schedules import services as trigger_services
+from toolkit import clock
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 

@@ -17,11 +17,11 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from executions.models import ExecutionStatus
-from scheduler_project import clock, metrics
 from scheduler_project.celery import app
 from schedules import redbeat_sync
 from tests.integration.test_api_plumbing import client_for, make_execution, make_trigger
 from tests.support.procs import free_port
+from toolkit import clock, metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db, pytest.mark.urls("tests.integration.urls_ops")]
 

@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from executions.models import Execution
 from schedules import services
 from schedules.models import Trigger, TriggerStatus
+from tests.support.triggers import run_out
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -193,7 +194,9 @@ def test_pause_and_resume_are_idempotent(user, frozen_clock):
 
 def test_completed_trigger_cannot_be_paused_but_a_new_schedule_revives_it(user, frozen_clock):
     trigger = register(user, kind="once", run_at=frozen_clock.now() + timedelta(hours=1))
-    services.trigger_mark_completed(trigger=trigger)
+    trigger = run_out(trigger)
+    assert trigger.status == TriggerStatus.COMPLETED
+    assert trigger.next_run_at is None
     with pytest.raises(ValidationError) as excinfo:
         services.trigger_pause(trigger=trigger)
     assert field_of(excinfo) == "status"

@@ -3,7 +3,7 @@
 
 from django.urls import path, re_path
 
-from scheduler_project import health, metrics, status
+from operations import health, metrics, status
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler_project import logs
+from operations import logs
 from tests.support.procs import ROOT
 from tests.unit.test_settings import load_settings
 

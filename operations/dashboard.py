@@ -2,7 +2,7 @@
 ran in the last 24 hours, what runs next, which triggers keep failing, and whether the fleet is there to run
 anything at all — a beat holding the leader lock and workers answering a ping.
 
-The fleet's figures are the status snapshot's (`scheduler_project.status`, also behind `/api/v1/status/`),
+The fleet's figures are the status snapshot's (`operations.status`, also behind `/api/v1/status/`),
 whose every probe is bounded (Redis with socket timeouts, the workers' reply window only when Redis
 answered), so a broken broker makes the page say so instead of hanging it.
 """
@@ -27,7 +27,9 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from executions.models import UNSUCCESSFUL_STATUSES
-from scheduler_project import clock, status
+from operations import status
+from toolkit import clock
+from toolkit.admin import duration_text, instant
 
 WINDOW = timedelta(hours=24)
 UPCOMING_LIMIT = 20
@@ -111,7 +113,7 @@ def status_counts(*, since: datetime) -> list[StatusCount]:
 
 def upcoming_runs(*, limit: int = UPCOMING_LIMIT) -> list[dict[str, Any]]:
     """The next runs across every trigger, soonest first, each in its trigger's zone and in UTC."""
-    from schedules.admin import instant, schedule_in_words
+    from schedules.admin import schedule_in_words
     from schedules.models import Trigger
 
     triggers = (
@@ -130,7 +132,6 @@ def failing_triggers(
     *, threshold: int = FAILING_THRESHOLD, limit: int = FAILING_LIMIT
 ) -> list[dict[str, Any]]:
     """Triggers whose last `threshold` or more runs all failed, the longest streak first."""
-    from schedules.admin import instant
     from schedules.models import Trigger
 
     triggers = (
@@ -143,7 +144,7 @@ def failing_triggers(
 
 
 def fleet_snapshot() -> status.FleetStatus:
-    """The fleet as `GET /api/v1/status/` sees it (`scheduler_project.status`: beat lock and heartbeat,
+    """The fleet as `GET /api/v1/status/` sees it (`operations.status`: beat lock and heartbeat,
     workers, queues), remembered for a few seconds because it waits out a worker reply window."""
     snapshot = cache.get(FLEET_CACHE_KEY)
     if snapshot is None:
@@ -210,7 +211,7 @@ def stacked_bar_chart(hours: list[Hour], *, width: int = 760, height: int = 220)
     hour_labels: list[Label] = []
     for i, hour in enumerate(hours):
         x = left + i * slot + (slot - bar_w) / 2
-        y = top + plot_h
+        y: float = top + plot_h
         span = f"{hour.start:%H:%M} to {hour.start + timedelta(hours=1):%H:%M} UTC"
         for name, words, _ in SERIES:
             count = hour.counts[name]
@@ -243,7 +244,6 @@ def stacked_bar_chart(hours: list[Hour], *, width: int = 760, height: int = 220)
 
 def dashboard_context(*, now: datetime) -> dict[str, Any]:
     from executions.stats import trigger_stats
-    from schedules.admin import duration_text
 
     since = now - WINDOW
     stats = trigger_stats(since=since)  # the API's figures and definitions, for the same window
@@ -291,5 +291,6 @@ def install(site: AdminSite) -> None:
         view = site.admin_view(functools.partial(dashboard_view, site=site))
         return [path("dashboard/", view, name="scheduler-dashboard"), *original_get_urls()]
 
-    site.get_urls = get_urls
-    site._scheduler_dashboard = True
+    # On this instance only (see the docstring), hence attribute writes rather than a subclass.
+    site.get_urls = get_urls  # type: ignore[method-assign]
+    setattr(site, "_scheduler_dashboard", True)  # noqa: B010

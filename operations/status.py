@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections import Counter
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,7 +38,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from scheduler_project import clock, metrics
+from operations import metrics
+from toolkit import clock
 
 RUNS_WINDOW = timedelta(hours=24)
 DUE_HORIZON = timedelta(minutes=1)
@@ -154,7 +157,7 @@ def unacked_by_queue(
 def inspect_workers(timeout: float) -> list[WorkerStatus]:
     """`stats` (pool size, pid) and `active` (running tasks) of every worker answering within `timeout`,
     asked in parallel so the page costs one reply window, not two."""
-    from scheduler_project.celery import app
+    from celery import current_app as app
 
     inspector = app.control.inspect(timeout=timeout)
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -163,7 +166,7 @@ def inspect_workers(timeout: float) -> list[WorkerStatus]:
     now = time.time()
     workers = []
     for name in sorted(set(stats) | set(active)):
-        info = stats.get(name) or {}
+        info: Mapping[str, Any] = stats.get(name) or {}
         tasks = [
             ActiveTask(
                 id=str(task.get("id", "")),
@@ -184,8 +187,9 @@ def inspect_workers(timeout: float) -> list[WorkerStatus]:
 
 
 def launch_queue() -> str:
+    from celery import current_app as app
+
     from executions.services import LAUNCH_TASK
-    from scheduler_project.celery import app
 
     route = app.amqp.router.route({}, LAUNCH_TASK)
     return route["queue"].name
@@ -206,7 +210,8 @@ def run_counts(*, since: datetime) -> tuple[int, int]:
 
 def due_soon(client: redis.Redis, *, now: datetime) -> tuple[int, list[DueTrigger]]:
     """Entries of the beat's schedule due by now + one minute, and the first few with their names."""
-    from scheduler_project.celery import app
+    from celery import current_app as app
+
     from schedules import redbeat_sync
     from schedules.models import Trigger
 
@@ -217,7 +222,8 @@ def due_soon(client: redis.Redis, *, now: datetime) -> tuple[int, list[DueTrigge
         pipe.zrangebyscore(keys.schedule, "-inf", horizon, start=0, num=DUE_LISTED, withscores=True)
         count, entries = pipe.execute()
     ids = {metrics.as_text(key): keys.trigger_id(metrics.as_text(key)) for key, _score in entries}
-    names = dict(Trigger.objects.filter(pk__in=[i for i in ids.values() if i]).values_list("pk", "name"))
+    named = Trigger.objects.filter(pk__in=[i for i in ids.values() if i]).values_list("pk", "name")
+    names: dict[uuid.UUID | None, str] = dict(named)
     listed = [
         DueTrigger(
             id=str(ids[metrics.as_text(key)] or metrics.as_text(key)),

@@ -13,11 +13,12 @@ import json
 import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import models
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema_field
@@ -83,10 +84,11 @@ class _LiveRateMixin:
     """DRF copies `DEFAULT_THROTTLE_RATES` into a class attribute at import time, so a rate changed later
     (an operator's env in a long-lived shell, a test's override) would be ignored; read it per request."""
 
-    scope: str
+    scope: str | None
 
     def get_rate(self) -> str | None:
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+        return None if rate is None else str(rate)
 
 
 class UserRateThrottle(_LiveRateMixin, throttling.UserRateThrottle):
@@ -108,7 +110,7 @@ class LimitOffsetPage(LimitOffsetPagination):
     that is not a non-negative integer is a 400 naming the parameter (DRF would quietly use the default,
     which hides a client's bug); a limit above the maximum is capped, as DRF documents."""
 
-    def get_limit(self, request) -> int:
+    def get_limit(self, request: Any) -> int | None:
         self.max_limit = api_settings.user_settings.get("MAX_PAGE_SIZE", 200)
         raw = request.query_params.get(self.limit_query_param)
         if raw is None or raw == "":
@@ -244,6 +246,22 @@ class InstantField(serializers.DateTimeField):
             raise serializers.ValidationError(str(exc)) from None
 
 
+def help_of(model: type[models.Model], name: str) -> str:
+    """A model field's help_text, for the API field that shows it (one wording in admin, API and schema).
+    Only concrete fields are described this way; a reverse relation has no help_text."""
+    return str(cast("models.Field[Any, Any]", model._meta.get_field(name)).help_text)
+
+
+class InstantModelSerializer(serializers.ModelSerializer):
+    """A model serializer whose every `DateTimeField` is an `InstantField`: one mapping instead of a
+    declaration per timestamp, so a new timestamp column cannot come out in the server's local form."""
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.DateTimeField: InstantField,
+    }
+
+
 @extend_schema_field(
     {
         "type": "string",
@@ -256,7 +274,8 @@ class LocalInstantField(serializers.DateTimeField):
     """Writes an aware datetime with its own offset (`2026-03-08T03:00:00-07:00`): a preview shows the wall
     time in the trigger's zone, which converting to UTC would erase."""
 
-    def to_representation(self, value: datetime | None) -> str | None:
+    def to_representation(self, value: datetime | None) -> str | None:  # type: ignore[override]
+        # DRF's stubs say str; DRF itself renders a null instant as None, which the schema documents.
         return value.isoformat() if value is not None else None
 
 
@@ -322,7 +341,7 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Respons
         exc = _from_django(exc)
     elif isinstance(exc, RequestDataTooBig):
         exc = request_too_large()
-    response = exception_handler(exc, context)
+    response = exception_handler(exc, dict(context))
     if response is None:
         return None
     view = context.get("view")

@@ -28,7 +28,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from scheduler_project import metrics, status
+from operations import metrics, status
 
 CheckResult = str | dict[str, Any]
 
@@ -70,7 +70,7 @@ def check_beat() -> dict[str, Any]:
 
 
 def check_workers() -> dict[str, Any]:
-    from scheduler_project.celery import app
+    from celery import current_app as app
 
     timeout = settings.HEALTH_WORKER_PING_TIMEOUT
     try:

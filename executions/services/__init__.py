@@ -1,0 +1,49 @@
+"""The only code that changes executions, one module per stage of a run (the public names are re-exported
+here, so callers write `services.execution_fire(...)`):
+
+* `fire` — the exactly-once guarantee: every scheduled run (beat, catch-up, tick, reconcile) becomes an
+  `Execution` keyed by (trigger, slot) while the trigger row is locked, so a second fire of the same slot
+  finds the row and does nothing.
+* `dispatch` and `launch` — one `executions.launch` message per attempt, fenced by the row's `task_id`; each
+  attempt is claimed, made outside any transaction, and recorded (retry with backoff, end, or wait for an
+  async target). See `execution_launch_attempt` for redelivery.
+* `finish` — sync answers, callbacks and polls (`execution_complete`), cancel, and the sweeper's timeouts
+  all end a run through `finish.finish`, which updates the trigger's counters (through
+  `schedules.services`) in the same transaction and starts the next waiting slot.
+* `manual` (run now, re-run), `sweep` (the periodic sweeper) and `retention`.
+
+The stages import one another in one direction only: dispatch <- finish <- fire, launch, sweep; manual and
+retention stand alone. Lock order everywhere: trigger row, then execution row (`finish.lock`)."""
+
+from executions.services.dispatch import LAUNCH_TASK, execution_enqueue, execution_enqueue_after_commit
+from executions.services.finish import (
+    COMPLETION_STATUSES,
+    FAILURE_STATUSES,
+    ExecutionConflict,
+    execution_cancel,
+    execution_complete,
+)
+from executions.services.fire import execution_fire
+from executions.services.launch import execution_launch_attempt
+from executions.services.manual import execution_rerun, execution_run_now
+from executions.services.retention import execution_prune
+from executions.services.sweep import PENDING_GRACE, SweepReport, execution_sweep
+
+__all__ = [
+    "COMPLETION_STATUSES",
+    "FAILURE_STATUSES",
+    "LAUNCH_TASK",
+    "PENDING_GRACE",
+    "ExecutionConflict",
+    "SweepReport",
+    "execution_cancel",
+    "execution_complete",
+    "execution_enqueue",
+    "execution_enqueue_after_commit",
+    "execution_fire",
+    "execution_launch_attempt",
+    "execution_prune",
+    "execution_rerun",
+    "execution_run_now",
+    "execution_sweep",
+]

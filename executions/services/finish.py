@@ -1,0 +1,184 @@
+"""Every way a run ends — a synchronous answer, a callback or poll, a cancel, the sweeper's timeout — comes
+through `finish`, which records the end and the trigger's counters (through `schedules.services`) in one
+transaction and starts the next waiting slot.
+
+Lock order everywhere: trigger row, then execution row (`lock`)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+
+from executions import selectors
+from executions.launchers.base import (
+    clip_result,
+    get_launcher,
+    scrub,
+)
+from executions.models import (
+    ACTIVE_STATUSES,
+    Execution,
+    ExecutionStatus,
+)
+from executions.services.dispatch import execution_enqueue_after_commit
+from schedules import services as trigger_services
+from schedules.models import Trigger
+from toolkit import clock, metrics
+
+logger = logging.getLogger(__name__)
+
+
+#: Ends that count as failures in the trigger's counters (a cancel is a decision, not a failure).
+FAILURE_STATUSES = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT})
+
+
+def lock(execution_id: uuid.UUID | str) -> tuple[Trigger, Execution] | None:
+    """Lock the trigger row, then the execution row — always in this order (the fire path locks the trigger
+    first too), so a callback, a cancel, the sweeper and a worker ending runs of one trigger can never
+    deadlock one another. The trigger is locked because ending a run updates its counters."""
+    trigger_id = Execution.objects.filter(pk=execution_id).values_list("trigger_id", flat=True).first()
+    if trigger_id is None:
+        return None
+    trigger = Trigger.objects.select_for_update().get(pk=trigger_id)
+    execution = Execution.objects.select_for_update().get(pk=execution_id)
+    execution.trigger = trigger
+    return trigger, execution
+
+
+def lock_existing(execution_id: uuid.UUID | str) -> tuple[Trigger, Execution]:
+    """`lock` for callers that were handed an execution: its disappearing (pruned) is an error for them."""
+    locked = lock(execution_id)
+    if locked is None:
+        raise Execution.DoesNotExist(f"execution {execution_id} does not exist")
+    return locked
+
+
+def finish(
+    trigger: Trigger,
+    execution: Execution,
+    status: str,
+    *,
+    now: datetime,
+    result: Any = None,
+    error: str = "",
+    run_id: str = "",
+) -> None:
+    """End a run and update the trigger's counters in the same transaction (both rows are locked by the
+    caller), then start the next waiting slot. Every way a run can end comes through here."""
+    execution.status = status
+    execution.finished_at = now
+    if execution.started_at:
+        execution.duration_ms = max(0, int((now - execution.started_at).total_seconds() * 1000))
+    if result is not None:
+        execution.result = clip_result(result)
+    execution.error = (
+        scrub(error) if error else ("" if status == ExecutionStatus.SUCCEEDED else execution.error)
+    )
+    if run_id:
+        execution.run_id = run_id[:200]
+    execution.save(
+        update_fields=["status", "finished_at", "duration_ms", "result", "error", "run_id", "updated_at"]
+    )
+    trigger_services.trigger_record_end(
+        trigger=trigger,
+        status=status,
+        failed=status in FAILURE_STATUSES,
+        succeeded=status == ExecutionStatus.SUCCEEDED,
+        started_at=execution.started_at,
+        error=execution.error,
+    )
+    promote_waiting(trigger)
+    metrics.run_finished(execution)
+
+
+def promote_waiting(trigger: Trigger) -> None:
+    """When a run ends, the oldest waiting slot of its trigger (queue / buffer_one) starts, in slot order —
+    unless the trigger still has a run going or its owner is at the concurrency limit (the sweeper retries
+    those, since the run that frees the owner's capacity may belong to another trigger)."""
+    nxt = (
+        Execution.objects.select_for_update()
+        .filter(trigger_id=trigger.pk, status=ExecutionStatus.WAITING)
+        .order_by(F("slot").asc(nulls_last=True), "created_at")
+        .first()
+    )
+    if nxt is None:
+        return
+    if Execution.objects.filter(trigger_id=trigger.pk, status__in=ACTIVE_STATUSES).exists():
+        return
+    if selectors.owner_at_limit(trigger):
+        return
+    nxt.status = ExecutionStatus.PENDING
+    nxt.save(update_fields=["status", "updated_at"])
+    execution_enqueue_after_commit(nxt)
+
+
+def cancel_at_target_after_commit(target: str, run_id: str) -> None:
+    """Ask the target to stop a run, after the cancellation is committed (a rollback must not have stopped
+    a run we still record as going). Best effort: a target that cannot cancel just finishes its run, whose
+    late end the callback then answers with 409."""
+
+    def cancel() -> None:
+        try:
+            launcher = get_launcher(target)
+            if launcher.can_cancel():
+                launcher.cancel(run_id)
+        except Exception as exc:  # a failed cancel must not undo the recorded cancellation
+            logger.warning("cancel of run %s at target %s failed: %s", run_id, target, scrub(str(exc)))
+
+    transaction.on_commit(cancel)
+
+
+class ExecutionConflict(Exception):
+    """The run already ended differently; `status` says how."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the run already ended as {status}")
+        self.status = status
+
+
+def execution_cancel(*, execution: Execution, reason: str = "cancelled") -> Execution:
+    """Cancel a run that has not finished. Waiting, pending and queued runs stop at once (a launch message
+    still in the broker finds the row cancelled and does nothing); a running one is also asked to stop
+    through its launcher after commit, when the launcher can cancel and the target gave a run id. A
+    synchronous call already in progress cannot be interrupted: its outcome is recorded on the attempt
+    only. A finished run is returned unchanged."""
+    now = clock.now()
+    with transaction.atomic():
+        trigger, execution = lock_existing(execution.pk)
+        if execution.is_finished:
+            return execution
+        run_id = execution.run_id if execution.status == ExecutionStatus.RUNNING else ""
+        finish(trigger, execution, ExecutionStatus.CANCELLED, now=now, error=reason)
+        if run_id:
+            cancel_at_target_after_commit(trigger.target, run_id)
+    return execution
+
+
+#: How a run may be reported ended from outside (callback, poll, sweeper).
+COMPLETION_STATUSES = frozenset(
+    {ExecutionStatus.SUCCEEDED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED, ExecutionStatus.TIMED_OUT}
+)
+
+
+def execution_complete(
+    *, execution: Execution, status: str, result: Any = None, error: str = "", run_id: str = ""
+) -> Execution:
+    """The asynchronous end of a run (signed callback or poll). Idempotent: reporting the end a run already
+    has changes nothing; reporting a different end raises `ExecutionConflict` and changes nothing either
+    (the first end recorded wins — e.g. a run we timed out or cancelled stays so)."""
+    if status not in COMPLETION_STATUSES:
+        raise ValueError(f"status must be one of {sorted(COMPLETION_STATUSES)}, got {status!r}")
+    now = clock.now()
+    with transaction.atomic():
+        trigger, execution = lock_existing(execution.pk)
+        if execution.is_finished:
+            if execution.status == status:
+                return execution
+            raise ExecutionConflict(execution.status)
+        finish(trigger, execution, status, now=now, result=result, error=error, run_id=run_id)
+    return execution

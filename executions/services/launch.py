@@ -1,0 +1,250 @@
+"""Launch: one attempt of a run, claimed and recorded in two short transactions with the call to the target
+between them, outside any transaction; fenced by the row's `task_id` against stale or duplicate messages."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from executions import policies
+from executions.launchers.base import (
+    Launcher,
+    LauncherConfigError,
+    LaunchResult,
+    LaunchStatus,
+    get_launcher,
+    scrub,
+)
+from executions.models import (
+    Attempt,
+    AttemptOutcome,
+    Execution,
+    ExecutionStatus,
+)
+from executions.services import dispatch
+from executions.services.dispatch import retry_cap
+from executions.services.finish import cancel_at_target_after_commit, finish, lock
+from schedules.models import Trigger
+from toolkit import clock, metrics
+
+logger = logging.getLogger(__name__)
+
+
+def attempt_grace() -> float:
+    """Slack after an attempt's call timeout for the worker to record its outcome."""
+    return float(getattr(settings, "SCHEDULER_ATTEMPT_GRACE_SECONDS", 5.0))
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"[:200]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Claim:
+    execution: Execution
+    number: int
+    launcher: Launcher | None
+    config_error: str = ""
+
+
+def execution_launch_attempt(
+    *, execution_id: uuid.UUID | str, task_id: str | None = None
+) -> Execution | None:
+    """Make one launch attempt of an execution: the body of the `executions.launch` task.
+
+    Idempotent under redelivery (acks_late: a killed worker's message comes back after the broker's
+    visibility timeout) and under duplicate messages:
+
+    * a finished or cancelled execution is left alone — a cancelled queued run never launches;
+    * a message whose task id is not the row's current one is stale (a retry or the sweeper superseded it)
+      and does nothing;
+    * a row already `running` with an attempt in flight starts nothing until that attempt is *provably
+      dead*: every attempt has a deadline (start + the call timeout + a grace), and a live worker always
+      records its outcome before it, because the call itself is bounded by that timeout. Before the
+      deadline the message re-sends itself to look again after it; past it, the attempt is recorded as
+      lost (`WorkerLost`) and a new attempt starts — with the same `Idempotency-Key`, so a target that
+      did receive the lost call does not start a second run. A worker that was merely frozen past its
+      deadline cannot overwrite what followed: outcomes are only recorded for an attempt still in flight.
+
+    The launcher is called outside any transaction, between two short ones (claim, record).
+    """
+    claim = _claim_attempt(execution_id, task_id)
+    if claim is None:
+        return None
+    if claim.launcher is None:
+        result = LaunchResult.failed(f"target misconfigured: {claim.config_error}")
+    else:
+        try:
+            result = claim.launcher.launch(claim.execution)
+        except Exception as exc:  # a launcher's surprise is one failed attempt, never a stuck run
+            result = LaunchResult.from_exception(exc)
+            logger.warning("launch attempt %s of %s raised %s", claim.number, execution_id, result.error)
+    return _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
+
+
+def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim | None:
+    now = clock.now()
+    with transaction.atomic():
+        locked = lock(execution_id)
+        if locked is None:
+            logger.info("launch of unknown execution %s ignored", execution_id)
+            return None
+        trigger, execution = locked
+        if execution.is_finished or execution.status == ExecutionStatus.WAITING:
+            return None
+        if task_id and execution.task_id and task_id != execution.task_id:
+            logger.info("stale launch message %s of execution %s ignored", task_id, execution.pk)
+            return None
+        if execution.status == ExecutionStatus.RUNNING and not _retire_dead_attempt(
+            trigger, execution, now=now, task_id=task_id
+        ):
+            return None
+        launcher: Launcher | None = None
+        config_error = ""
+        timeout = 0.0
+        try:
+            launcher = get_launcher(trigger.target)
+            timeout = launcher.call_timeout(execution)
+        except LauncherConfigError as exc:
+            config_error = scrub(str(exc))
+        number = execution.attempts + 1
+        Attempt.objects.create(
+            execution=execution,
+            number=number,
+            started_at=now,
+            deadline_at=now + timedelta(seconds=timeout + attempt_grace()),
+            worker=_worker_name(),
+        )
+        execution.status = ExecutionStatus.RUNNING
+        execution.attempts = number
+        execution.started_at = now
+        execution.save(update_fields=["status", "attempts", "started_at", "updated_at"])
+    return _Claim(execution, number, launcher, config_error)
+
+
+def _retire_dead_attempt(
+    trigger: Trigger, execution: Execution, *, now: datetime, task_id: str | None
+) -> bool:
+    """For a message that finds its execution `running`: True when a new attempt may start (the one in
+    flight is provably dead), False when there is nothing to do now (see `execution_launch_attempt`)."""
+    in_flight = execution.attempt_set.filter(outcome=AttemptOutcome.STARTED).order_by("-number").first()
+    if in_flight is None:
+        return False  # the target accepted the run; its end comes by callback, poll or the sweeper
+    if in_flight.deadline_at is None or now < in_flight.deadline_at:
+        wait = ((in_flight.deadline_at or now) - now).total_seconds() + 1.0
+        message = execution.task_id or task_id or str(uuid.uuid4())
+        transaction.on_commit(
+            functools.partial(
+                dispatch.publish,
+                execution.pk,
+                task_id=message,
+                priority=execution.priority,
+                countdown=min(wait, retry_cap()),
+            ),
+            robust=True,
+        )
+        return False
+    last = in_flight.number >= trigger.max_attempts
+    in_flight.outcome = AttemptOutcome.FAILED if last else AttemptOutcome.RETRYABLE
+    in_flight.finished_at = now
+    in_flight.exception = "WorkerLost"
+    in_flight.error = (
+        "the worker making this attempt stopped before recording its end (killed or lost); "
+        "any retry carries the same Idempotency-Key"
+    )
+    in_flight.save(update_fields=["outcome", "finished_at", "exception", "error"])
+    if last:
+        finish(trigger, execution, ExecutionStatus.FAILED, now=now, error=in_flight.error)
+        return False
+    return True
+
+
+def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResult) -> Execution | None:
+    """Record how attempt `number` ended and what follows: the run's end, a retry, or (async) waiting for
+    the target to report."""
+    now = clock.now()
+    with transaction.atomic():
+        locked = lock(execution_id)
+        if locked is None:
+            return None
+        trigger, execution = locked
+        attempt = Attempt.objects.select_for_update().filter(execution_id=execution.pk, number=number).first()
+        if attempt is None or attempt.outcome != AttemptOutcome.STARTED:
+            logger.warning("attempt %s of %s ended after it was declared lost; ignored", number, execution.pk)
+            return execution
+        attempt.finished_at = now
+        attempt.http_status = result.http_status
+        attempt.exception = result.exception[:200]
+        attempt.error = result.error
+        if result.status is LaunchStatus.FAILED:
+            attempt.outcome = AttemptOutcome.TIMED_OUT if result.timed_out else AttemptOutcome.FAILED
+        else:
+            attempt.outcome = AttemptOutcome.SUCCEEDED
+
+        if execution.is_finished:
+            # Ended while the call was going (cancelled, reported by callback, timed out): that end stands.
+            attempt.save()
+            if result.run_id and not execution.run_id:
+                execution.run_id = result.run_id
+                execution.save(update_fields=["run_id", "updated_at"])
+                if execution.status == ExecutionStatus.CANCELLED and result.status is LaunchStatus.ACCEPTED:
+                    cancel_at_target_after_commit(trigger.target, result.run_id)
+            return execution
+
+        if result.status is LaunchStatus.ACCEPTED:
+            attempt.save()
+            execution.run_id = result.run_id
+            execution.error = ""
+            execution.save(update_fields=["run_id", "error", "updated_at"])
+        elif result.status is LaunchStatus.SUCCEEDED:
+            attempt.save()
+            finish(
+                trigger,
+                execution,
+                ExecutionStatus.SUCCEEDED,
+                now=now,
+                result=result.result,
+                run_id=result.run_id,
+            )
+        elif result.retryable and number < trigger.max_attempts:
+            delay = policies.backoff_delay(
+                attempt=number,
+                base_seconds=trigger.backoff_seconds,
+                cap_seconds=retry_cap(),
+                retry_after=result.retry_after,
+            )
+            attempt.outcome = AttemptOutcome.RETRYABLE
+            attempt.retry_delay_seconds = delay
+            attempt.save()
+            execution.status = ExecutionStatus.QUEUED
+            execution.error = result.error
+            execution.not_before = now + timedelta(seconds=delay)
+            execution.queued_at = now
+            execution.task_id = str(uuid.uuid4())
+            execution.save(
+                update_fields=["status", "error", "not_before", "queued_at", "task_id", "updated_at"]
+            )
+            transaction.on_commit(
+                functools.partial(
+                    dispatch.publish,
+                    execution.pk,
+                    task_id=execution.task_id,
+                    priority=execution.priority,
+                    countdown=delay,
+                ),
+                robust=True,
+            )
+        else:
+            attempt.save()
+            status = ExecutionStatus.TIMED_OUT if result.timed_out else ExecutionStatus.FAILED
+            finish(trigger, execution, status, now=now, error=result.error, run_id=result.run_id)
+    metrics.attempt_recorded(attempt.outcome)
+    return execution
