@@ -1029,19 +1029,28 @@ def _cron_spacing(cron: CronExpr, zone_key: str, first_year: int, last_year: int
     """Wall spacing, then each DST transition's straddling pair of slots: a transition can bring two runs
     closer than any two wall times are (``59 1,2 * * *`` across a spring gap runs at 01:59 and 03:00, one
     minute apart; ``30 * * * *`` on Lord Howe's half-hour fall-back runs 30 minutes apart)."""
-    spacing = _wall_spacing(cron)
+    wall_spacing = spacing = _wall_spacing(cron)
     zone = _zone(zone_key)
     for instant, offset_before in _transitions(zone_key, first_year, last_year):
-        wall = _prev_wall(cron, instant + offset_before)
+        if spacing <= 1:
+            break  # slots are whole seconds: nothing comes closer
+        # Walk the real slots from the last wall before the shifted span to past its far edge: a fall-back
+        # repeats the walls between (transition, in the new offset) and (transition, in the old one), and
+        # an elapsed-time expression runs their second copies too — `*/31 2 * * *` in Sydney runs 02:31
+        # AEDT, then 02:00 AEST 29 minutes later. Starting at the transition's wall would miss them.
+        after = instant.replace(tzinfo=UTC).astimezone(zone).utcoffset() or _ZERO
+        shift = abs(after - offset_before)
+        wall = _prev_wall(cron, instant + min(offset_before, after))
         if wall is None:
             continue
-        around = []
-        for slot, _note in _cron_instants(cron, zone, wall):
-            around.append(slot)
-            if len(around) == 3:
+        reach = instant + shift + timedelta(seconds=min(2 * wall_spacing, 2 * 86400))
+        previous: datetime | None = None
+        for count, (slot, _note) in enumerate(_cron_instants(cron, zone, wall)):
+            if previous is not None:
+                spacing = min(spacing, (slot - previous).total_seconds())
+            if (slot > reach and count >= 2) or count > 20_000:
                 break
-        for a, b in pairwise(around):
-            spacing = min(spacing, (b - a).total_seconds())
+            previous = slot
     return spacing
 
 
