@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench bench-fire clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/beat.py
+
+# A herd through the real fleet roles on PostgreSQL (BENCH_DATABASE_URL), beside the empty-task ceiling.
+bench-fire: install
+	$(BIN)/python benchmarks/fire_path.py
 
 clean:
 	rm -rf $(VENV) staticfiles var .pytest_cache test-artifacts

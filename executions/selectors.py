@@ -3,9 +3,12 @@ the trigger row locked). Services change state; selectors only read it."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from django.conf import settings
+from django.db.models import Count
 
 from executions.models import ACTIVE_STATUSES, Execution, ExecutionStatus
 from schedules.models import Trigger
@@ -30,3 +33,49 @@ def recorded_slots(trigger: Trigger, candidates: list[datetime]) -> set[datetime
     """Which of `candidates` already have an execution (the unique key's side of catch-up)."""
     rows = Execution.objects.filter(trigger=trigger, slot__in=candidates).values_list("slot", flat=True)
     return {slot for slot in rows if slot is not None}
+
+
+def running_and_waiting_of(
+    trigger_ids: Sequence[uuid.UUID],
+) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, int]]:
+    """`running_and_waiting` for many triggers in one grouped query: {trigger: active}, {trigger: waiting}."""
+    running: dict[uuid.UUID, int] = {}
+    waiting: dict[uuid.UUID, int] = {}
+    if not trigger_ids:
+        return running, waiting
+    rows = (
+        Execution.objects.filter(
+            trigger_id__in=trigger_ids, status__in=[*ACTIVE_STATUSES, ExecutionStatus.WAITING]
+        )
+        .order_by()
+        .values_list("trigger_id", "status")
+        .annotate(n=Count("pk"))
+    )
+    for trigger_id, status, n in rows:
+        into = waiting if status == ExecutionStatus.WAITING else running
+        into[trigger_id] = into.get(trigger_id, 0) + n
+    return running, waiting
+
+
+def owners_active(owner_ids: Iterable[int]) -> dict[int, int]:
+    """Active runs per owner (for the per-owner concurrency limit); nothing is read when there is no limit."""
+    owners = sorted(set(owner_ids))
+    if settings.SCHEDULER_MAX_CONCURRENT_PER_OWNER <= 0 or not owners:
+        return {}
+    rows = (
+        Execution.objects.filter(trigger__owner_id__in=owners, status__in=ACTIVE_STATUSES)
+        .order_by()
+        .values_list("trigger__owner_id")
+        .annotate(n=Count("pk"))
+    )
+    return {owner: n for owner, n in rows}
+
+
+def taken_slots(
+    trigger_ids: Sequence[uuid.UUID], slots: Iterable[datetime]
+) -> set[tuple[uuid.UUID, datetime]]:
+    """Which (trigger, slot) pairs among these triggers and slots already have an execution."""
+    rows = Execution.objects.filter(trigger_id__in=trigger_ids, slot__in=set(slots)).values_list(
+        "trigger_id", "slot"
+    )
+    return {(trigger_id, slot) for trigger_id, slot in rows if slot is not None}

@@ -17,13 +17,27 @@ if TYPE_CHECKING:
     from celery import Task
 
 
-@shared_task(name="executions.fire", acks_late=True)
-def fire(trigger_id: str, slot: str, origin: str = "schedule") -> list[str]:
-    """Record one due slot (the nominal instant beat reserved, never "now") and start what should run."""
-    created = services.execution_fire(
+@shared_task(name="executions.fire", acks_late=True, ignore_result=True)
+def fire(trigger_id: str, slot: str, origin: str = "schedule") -> None:
+    """Record one due slot (the nominal instant beat reserved, never "now") and start what should run. The
+    beat sends `fire_batch`; this one serves single fires (and messages sent before an upgrade). No result
+    row: the executions are the record."""
+    services.execution_fire(
         trigger_id=trigger_id, slot=datetime.fromisoformat(slot), origin=origin, launched_by=origin
     )
-    return [str(e.pk) for e in created]
+
+
+@shared_task(name="executions.fire_batch", acks_late=True, ignore_result=True)
+def fire_batch(fires: list[list[str]]) -> None:
+    """Record a batch of due slots, `[[trigger_id, slot, origin], ...]`, in one transaction."""
+    services.execution_fire_batch(
+        fires=[
+            services.Fire(
+                trigger_id=trigger_id, slot=datetime.fromisoformat(slot), origin=origin, launched_by=origin
+            )
+            for trigger_id, slot, origin in fires
+        ]
+    )
 
 
 @shared_task(

@@ -25,46 +25,19 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Iterator, Mapping
-from contextvars import ContextVar, Token
+from collections.abc import Mapping
+from contextvars import Token
 from datetime import UTC, datetime
 from functools import lru_cache
-from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-#: The fields a line may carry about the run it concerns, in the order JSON lines show them.
-CONTEXT_FIELDS = ("trigger_id", "execution_id", "slot", "attempt", "task_id", "task")
+# The context itself lives in the toolkit, so domain code can bind it; re-exported for callers of this module.
+from toolkit.logcontext import CONTEXT_FIELDS, _context, bind, current_context, pop_context, push_context
+
+__all__ = ["CONTEXT_FIELDS", "bind", "current_context", "pop_context", "push_context"]
+
 MASK = "***"
-
-_context: ContextVar[Mapping[str, Any]] = ContextVar("scheduler_log_context", default=MappingProxyType({}))
-
-
-# --- Context ----------------------------------------------------------------------------------------------
-
-
-def current_context() -> Mapping[str, Any]:
-    return _context.get()
-
-
-def push_context(**fields: Any) -> Token[Mapping[str, Any]]:
-    """Add fields to the context (None values are left out); undo with `pop_context(token)`."""
-    merged = {**_context.get(), **{k: v for k, v in fields.items() if v is not None}}
-    return _context.set(MappingProxyType(merged))
-
-
-def pop_context(token: Token[Mapping[str, Any]]) -> None:
-    _context.reset(token)
-
-
-@contextlib.contextmanager
-def bind(**fields: Any) -> Iterator[None]:
-    """`with logs.bind(execution_id=..., attempt=2):` — every line logged inside carries these fields."""
-    token = push_context(**fields)
-    try:
-        yield
-    finally:
-        pop_context(token)
 
 
 @lru_cache(maxsize=256)

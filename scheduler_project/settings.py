@@ -12,6 +12,7 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -184,6 +185,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_PRIORITY = 6
+# Queues by what their tasks wait on, so fires never wait behind launches (Procfile roles): `fire` records
+# slots (short, database-bound: prefork `worker`), `launch` calls targets (I/O-bound, long: the `launcher`
+# role's thread pool), `celery` the rest (sweeper, retention, housekeeping, demo workflows: `worker`). A
+# worker started without -Q consumes all three.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+CELERY_TASK_QUEUES = [Queue("fire"), Queue("launch"), Queue("celery")]
+CELERY_TASK_ROUTES = {
+    "executions.fire": {"queue": "fire"},
+    "executions.fire_batch": {"queue": "fire"},
+    "executions.launch": {"queue": "launch"},
+}
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 # A message of a worker killed with -9 comes back after the visibility timeout;
@@ -211,6 +223,8 @@ FLOWER_URL = os.environ.get("FLOWER_URL", "http://127.0.0.1:5555/")
 SCHEDULER_MIN_INTERVAL_SECONDS = env_int("SCHEDULER_MIN_INTERVAL_SECONDS", 1)
 SCHEDULER_MAX_TRIGGERS_PER_OWNER = env_int("SCHEDULER_MAX_TRIGGERS_PER_OWNER", 1000)
 SCHEDULER_MAX_CATCHUP_SLOTS = env_int("SCHEDULER_MAX_CATCHUP_SLOTS", 100)
+# Fires per `executions.fire_batch` message: one transaction records them all (it locks that many triggers).
+SCHEDULER_FIRE_BATCH_SIZE = env_int("SCHEDULER_FIRE_BATCH_SIZE", 200)
 SCHEDULER_MAX_CONCURRENT_PER_OWNER = env_int("SCHEDULER_MAX_CONCURRENT_PER_OWNER", 0)  # 0 = unlimited
 # Dotted paths the `python` launcher may call (operator-only; a trigger names one as its workflow_id).
 SCHEDULER_PYTHON_CALLABLES = env_list("SCHEDULER_PYTHON_CALLABLES", [])

@@ -65,13 +65,15 @@ from schedules.models import Trigger
 
 # The pure policy module (no Django, no Celery) is the one table of broker priorities for fires and launches.
 from schedules.vocabulary import priority_value
-from toolkit import clock, metrics
+from toolkit import broker, clock, metrics
 
 logger = logging.getLogger(__name__)
 #: One INFO line per published fire, on its own logger so an operator can silence it without losing the rest.
 fires_logger = logging.getLogger("schedules.beat.fires")
 
 FIRE_TASK = "executions.fire"
+#: What the beat sends: one message per batch of fires (see `publish`).
+FIRE_BATCH_TASK = "executions.fire_batch"
 #: Entries loaded, reserved and published together: one read script, one compare-and-set script, one publish
 #: batch per chunk.
 CHUNK_SIZE = 1000
@@ -702,6 +704,37 @@ def sync_trigger(trigger_id: uuid.UUID | str) -> Desired | None:
     return None
 
 
+def sync_triggers(trigger_ids: Sequence[uuid.UUID | str]) -> None:
+    """`sync_trigger` for many triggers at once (a herd of one-offs completing together): per chunk one read
+    script, one database query and one pipeline of compare-and-set writes, in the same order as
+    `sync_trigger` (Redis read before the database). An entry that changed in between is left to
+    `sync_trigger`, which retries it alone."""
+    ids = list(dict.fromkeys(str(pk) for pk in trigger_ids))
+    if not ids:
+        return
+    app = celery_app()
+    client, keys = redis_client(app), Keys.of(app)
+    script = _script(client, WRITE_SCRIPT)
+    for start in range(0, len(ids), CHUNK_SIZE):
+        chunk = ids[start : start + CHUNK_SIZE]
+        observed = read_entries(client, [keys.entry(pk) for pk in chunk])
+        rows = {str(t.pk): t for t in Trigger.objects.filter(pk__in=chunk)}
+        now = clock.now()
+        wrong = [entry.key for entry in observed if entry.wrong_type]
+        if wrong:
+            client.delete(*wrong)
+        with client.pipeline(transaction=False) as pipe:
+            for pk, entry in zip(chunk, observed, strict=True):
+                desired = desired_entry(rows.get(pk), entry, now=now)
+                args = desired.put_args() if desired is not None else ["remove", TOMBSTONE_SECONDS]
+                expected = ("", "") if entry.wrong_type else (entry.expected_slot, entry.expected_rev)
+                script(keys=[entry.key, keys.schedule], args=["", *expected, *args], client=pipe)
+            written = pipe.execute(raise_on_error=False)
+        for pk, ok in zip(chunk, written, strict=True):
+            if not ok or isinstance(ok, Exception):
+                sync_trigger(pk)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Publishing
 
@@ -720,32 +753,27 @@ class Fire:
 
 
 def publish(app: Celery, fires: Sequence[Fire], *, producer: Any = None) -> int:
-    """Send fires by task name (beat code never imports the executions package), as fast as Celery allows.
-
-    `app.send_task` costs ~0.4-0.9 ms a message here (config lookups through Django settings, reprs, routing,
-    a second publish for the `task-sent` event), so a 10k herd would take seconds. Instead Celery builds one
-    message (`create_task_message`) and routes it once per call; each fire is that message with its own id,
-    arguments and reprs, sent by Celery's own `send_task_message` inside one kombu publish batch (a Redis
-    pipeline per CHUNK_SIZE messages). Workers get the message `send_task` would have sent. What is left out
-    is the `task-sent` event (CELERY_TASK_SEND_SENT_EVENT), which would double the cost of every fire; Flower
-    still sees each one through the worker's `task-received` event."""
+    """Send fires by task name (beat code never imports the executions package), as fast as Celery allows:
+    `executions.fire_batch` messages of up to SCHEDULER_FIRE_BATCH_SIZE fires each, one per priority level
+    (a message has one broker priority), through `toolkit.broker.publish_batch` (one kombu publish batch
+    for the whole call). A herd is recorded a batch per transaction instead of a slot per transaction."""
     if not fires:
         return 0
-    amqp = app.amqp
-    # args=None as Celery's own send_task passes it (routers see None); celery-types wants a tuple.
-    route = amqp.router.route({}, FIRE_TASK, None, None)  # type: ignore[arg-type]
-    template = amqp.create_task_message("", FIRE_TASK, [], {}, create_sent_event=False)
-    with app.producer_or_acquire(producer) as active:
-        if route.get("queue") is not None:
-            active.maybe_declare(route["queue"])  # once per call, not once per message
-        # retry=False: inside a batch a publish only buffers. The flush is one pipeline that kombu does not
-        # retry either; if it fails, the reserved slots are caught up by reconcile.
-        with active.batch(max_size=CHUNK_SIZE):
-            for fire in fires:
-                message = _fire_message(template, fire)
-                amqp.send_task_message(
-                    active, FIRE_TASK, message, priority=fire.priority, declare=[], retry=False, **route
-                )
+    size = max(1, int(settings.SCHEDULER_FIRE_BATCH_SIZE))
+    by_priority: dict[int, list[Fire]] = {}
+    for fire in fires:
+        by_priority.setdefault(fire.priority, []).append(fire)
+    messages = [
+        broker.TaskMessage(
+            args=[[[f.trigger_id, iso(f.slot), f.origin] for f in group[start : start + size]]],
+            priority=priority,
+        )
+        for priority, group in sorted(by_priority.items())
+        for start in range(0, len(group), size)
+    ]
+    # retry=False: inside a batch a publish only buffers. The flush is one pipeline that kombu does not
+    # retry either; if it fails, the reserved slots are caught up by reconcile.
+    broker.publish_batch(app, FIRE_BATCH_TASK, messages, producer=producer, batch_size=CHUNK_SIZE)
     metrics.record_due(len(fires))
     if fires_logger.isEnabledFor(logging.INFO):
         for fire in fires:
@@ -753,19 +781,6 @@ def publish(app: Celery, fires: Sequence[Fire], *, producer: Any = None) -> int:
                 "fire trigger=%s slot=%s origin=%s", fire.trigger_id, iso(fire.slot), fire.origin
             )
     return len(fires)
-
-
-def _fire_message(template: Any, fire: Fire) -> Any:
-    """One `executions.fire(trigger_id, slot, origin=...)` message cut from Celery's template."""
-    task_id = str(uuid.uuid4())
-    args, kwargs = [fire.trigger_id, iso(fire.slot)], {"origin": fire.origin}
-    headers = {**template.headers, "id": task_id, "root_id": task_id}
-    headers.update(argsrepr=repr(args), kwargsrepr=repr(kwargs))
-    return template._replace(
-        headers=headers,
-        properties={**template.properties, "correlation_id": task_id},
-        body=(args, kwargs, template.body[2]),
-    )
 
 
 # --------------------------------------------------------------------------------------------------------

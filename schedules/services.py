@@ -10,6 +10,7 @@ executions they count). So "next slot, or completed" is decided in one place: `_
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from django.db import transaction
 
 from schedules import timing, validation
 from schedules.models import Trigger, TriggerStatus
-from toolkit import clock
+from toolkit import bulk, clock
 
 
 def _sync_after_commit(trigger_id: uuid.UUID) -> None:
@@ -149,13 +150,19 @@ def trigger_delete(*, trigger: Trigger) -> None:
     _sync_after_commit(trigger.pk)
 
 
-def trigger_record_slots(
+#: What the fire path changes on a trigger (`trigger_note_slots`), saved in bulk by `triggers_save_slots`.
+SLOT_FIELDS = ("last_slot", "run_count", "last_run_at", "last_status", "next_run_at", "status", "updated_at")
+
+
+def trigger_note_slots(
     *, trigger: Trigger, through: datetime, started: int, last_status: str, now: datetime
-) -> Trigger:
+) -> bool:
     """The fire path decided every slot up to `through` (recorded, skipped or held back); `started` of them
     were sent to launch and the last one recorded ended up `last_status`. Advances `last_slot` (the fence
-    against replaying a slot), the run counters and `next_run_at`; a schedule with nothing left (end passed,
-    max_runs reached, a one-off done) completes the trigger and drops its beat entry.
+    against replaying a slot), the run counters and `next_run_at` on the instance; a schedule with nothing
+    left (end passed, max_runs reached, a one-off done) completes the trigger. Returns whether the status
+    changed (its beat entry must then go). Nothing is written: `triggers_save_slots` saves a whole batch
+    in one statement, which is why this is split from the save.
 
     `trigger` is the row the caller locked (`select_for_update`) in the transaction it is still in."""
     trigger.last_slot = max(trigger.last_slot, through) if trigger.last_slot else through
@@ -164,22 +171,33 @@ def trigger_record_slots(
         trigger.last_run_at = now
     if last_status:
         trigger.last_status = last_status
+    trigger.updated_at = now
     was = trigger.status
     if trigger.status == TriggerStatus.ACTIVE and trigger.deleted_at is None:
         _refresh_next_run(trigger, now=now)
-    trigger.save(
-        update_fields=[
-            "last_slot",
-            "run_count",
-            "last_run_at",
-            "last_status",
-            "next_run_at",
-            "status",
-            "updated_at",
-        ]
+    return trigger.status != was
+
+
+def triggers_save_slots(*, triggers: Sequence[Trigger], ended: Iterable[uuid.UUID]) -> None:
+    """Save what `trigger_note_slots` changed on `triggers` (one UPDATE per batch) and, after commit, drop
+    the beat entries of the ones whose schedule `ended`."""
+    if triggers:
+        bulk.update_each(triggers, SLOT_FIELDS)
+    ended = list(ended)
+    if ended:
+        from schedules import redbeat_sync
+
+        transaction.on_commit(lambda: redbeat_sync.sync_triggers(ended), robust=True)
+
+
+def trigger_record_slots(
+    *, trigger: Trigger, through: datetime, started: int, last_status: str, now: datetime
+) -> Trigger:
+    """`trigger_note_slots` and its save, for one trigger."""
+    ended = trigger_note_slots(
+        trigger=trigger, through=through, started=started, last_status=last_status, now=now
     )
-    if trigger.status != was:
-        _sync_after_commit(trigger.pk)
+    triggers_save_slots(triggers=[trigger], ended=[trigger.pk] if ended else [])
     return trigger
 
 

@@ -23,7 +23,7 @@ from executions.services.finish import (
     execution_cancel,
     execution_complete,
 )
-from executions.services.fire import execution_fire
+from executions.services.fire import Fire, execution_fire, execution_fire_batch
 from executions.services.launch import execution_launch_attempt
 from executions.services.manual import execution_rerun, execution_run_now
 from executions.services.retention import execution_prune
@@ -35,12 +35,14 @@ __all__ = [
     "LAUNCH_TASK",
     "PENDING_GRACE",
     "ExecutionConflict",
+    "Fire",
     "SweepReport",
     "execution_cancel",
     "execution_complete",
     "execution_enqueue",
     "execution_enqueue_after_commit",
     "execution_fire",
+    "execution_fire_batch",
     "execution_launch_attempt",
     "execution_prune",
     "execution_rerun",

@@ -4,24 +4,33 @@ queued for the sweeper."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, Value, When
 
 from executions import policies
+from executions.launchers.base import scrub
 from executions.models import (
     Execution,
     ExecutionStatus,
 )
-from toolkit import clock
+from schedules.vocabulary import Priority
+from toolkit import broker, clock
 
 logger = logging.getLogger(__name__)
 
 
 #: The launch task, sent by name so the fire path never imports the task module.
 LAUNCH_TASK = "executions.launch"
+#: Broker priority of every message after the first one of a run: a retry, a redelivery check, a sweeper's
+#: resend of a lost or killed attempt. The run already waited its turn once; served ahead of the backlog of
+#: fresh launches, its planned backoff is what it waits, not the length of a herd's queue.
+FOLLOW_UP_PRIORITY = Priority.URGENT
 
 
 def retry_cap() -> float:
@@ -33,25 +42,47 @@ def retry_cap() -> float:
     return max(1.0, min(visibility - 5.0, visibility * 0.8))
 
 
-def publish(execution_id: uuid.UUID, *, task_id: str, priority: str, countdown: float = 0.0) -> None:
-    """Send `executions.launch(execution_id)` — ids only, never secrets or rows — with the trigger's broker
-    priority. The row already carries `task_id`, so the message can tell whether it is the current one. If
-    the broker refuses, a queued row goes back to pending for the sweeper to resend at once."""
+@dataclasses.dataclass(frozen=True)
+class Launch:
+    """One `executions.launch(execution_id)` message: ids only, never secrets or rows."""
+
+    execution_id: uuid.UUID
+    task_id: str
+    priority: str
+    countdown: float = 0.0
+
+
+def publish_many(launches: Sequence[Launch]) -> None:
+    """Send launch messages with their triggers' broker priorities, in one publish batch. Each row already
+    carries its `task_id`, so a message can tell whether it is the current one. If the broker refuses,
+    the queued rows go back to pending for the sweeper to resend, and the error is raised."""
     from celery import current_app as app
 
+    if not launches:
+        return
+    messages = [
+        broker.TaskMessage(
+            args=[str(launch.execution_id)],
+            task_id=launch.task_id,
+            priority=policies.priority_value(launch.priority),
+            countdown=launch.countdown,
+        )
+        for launch in launches
+    ]
     try:
-        app.send_task(
-            LAUNCH_TASK,
-            args=[str(execution_id)],
-            task_id=task_id,
-            priority=policies.priority_value(priority),
-            countdown=countdown if countdown > 0 else None,
-        )
+        broker.publish_batch(app, LAUNCH_TASK, messages)
     except Exception:
-        Execution.objects.filter(pk=execution_id, task_id=task_id, status=ExecutionStatus.QUEUED).update(
-            status=ExecutionStatus.PENDING, task_id="", updated_at=clock.now()
-        )
+        Execution.objects.filter(
+            pk__in=[launch.execution_id for launch in launches],
+            task_id__in=[launch.task_id for launch in launches],
+            status=ExecutionStatus.QUEUED,
+        ).update(status=ExecutionStatus.PENDING, task_id="", updated_at=clock.now())
         raise
+
+
+def publish(execution_id: uuid.UUID, *, task_id: str, priority: str, countdown: float = 0.0) -> None:
+    """`publish_many` of one message."""
+    publish_many([Launch(execution_id, task_id, priority, countdown)])
 
 
 def execution_enqueue_after_commit(execution: Execution) -> None:
@@ -80,3 +111,46 @@ def execution_enqueue(*, execution_id: uuid.UUID) -> bool:
     if claimed:
         publish(execution.pk, task_id=task_id, priority=execution.priority, countdown=countdown)
     return bool(claimed)
+
+
+def execution_enqueue_many_after_commit(execution_ids: Sequence[uuid.UUID]) -> None:
+    if execution_ids:
+        transaction.on_commit(lambda: _enqueue_many_logged(list(execution_ids)), robust=True)
+
+
+def _enqueue_many_logged(execution_ids: list[uuid.UUID]) -> None:
+    try:
+        execution_enqueue_many(execution_ids=execution_ids)
+    except Exception as exc:  # the broker is down: the rows are pending again; the sweeper sends them
+        logger.warning("enqueue of %d executions failed: %s", len(execution_ids), scrub(str(exc)))
+
+
+def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:
+    """`execution_enqueue` for many rows: one read, one compare-and-set UPDATE (each row flipped pending ->
+    queued under its own fresh task id, in one statement), one publish batch. Rows the sweeper flipped
+    first keep its task id and are not sent again. Returns how many were sent."""
+    now = clock.now()
+    cap = retry_cap()
+    launches: list[Launch] = []
+    for pk, priority, not_before in Execution.objects.filter(
+        pk__in=execution_ids, status=ExecutionStatus.PENDING
+    ).values_list("pk", "priority", "not_before"):
+        countdown = (not_before - now).total_seconds() if not_before else 0.0
+        if countdown <= cap:  # further off (catch-up spread): the sweeper sends it when it is near
+            launches.append(Launch(pk, str(uuid.uuid4()), priority, max(0.0, countdown)))
+    if not launches:
+        return 0
+    task_ids = Case(*(When(pk=launch.execution_id, then=Value(launch.task_id)) for launch in launches))
+    claimed = Execution.objects.filter(
+        pk__in=[launch.execution_id for launch in launches], status=ExecutionStatus.PENDING
+    ).update(status=ExecutionStatus.QUEUED, queued_at=now, task_id=task_ids, updated_at=now)
+    if claimed < len(launches):
+        ours = set(
+            Execution.objects.filter(
+                pk__in=[launch.execution_id for launch in launches],
+                task_id__in=[launch.task_id for launch in launches],
+            ).values_list("pk", flat=True)
+        )
+        launches = [launch for launch in launches if launch.execution_id in ours]
+    publish_many(launches)
+    return len(launches)

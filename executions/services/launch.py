@@ -33,7 +33,7 @@ from executions.services import dispatch
 from executions.services.dispatch import retry_cap
 from executions.services.finish import cancel_at_target_after_commit, finish, lock
 from schedules.models import Trigger
-from toolkit import clock, metrics
+from toolkit import clock, logcontext, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +79,19 @@ def execution_launch_attempt(
     claim = _claim_attempt(execution_id, task_id)
     if claim is None:
         return None
-    if claim.launcher is None:
-        result = LaunchResult.failed(f"target misconfigured: {claim.config_error}")
-    else:
-        try:
-            result = claim.launcher.launch(claim.execution)
-        except Exception as exc:  # a launcher's surprise is one failed attempt, never a stuck run
-            result = LaunchResult.from_exception(exc)
-            logger.warning("launch attempt %s of %s raised %s", claim.number, execution_id, result.error)
-    return _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
+    # The message names only the execution; every line of the attempt also names its trigger and number.
+    with logcontext.bind(trigger_id=str(claim.execution.trigger_id), attempt=claim.number):
+        if claim.launcher is None:
+            result = LaunchResult.failed(f"target misconfigured: {claim.config_error}")
+        else:
+            try:
+                result = claim.launcher.launch(claim.execution)
+            except Exception as exc:  # a launcher's surprise is one failed attempt, never a stuck run
+                result = LaunchResult.from_exception(exc)
+                logger.warning("launch attempt %s of %s raised %s", claim.number, execution_id, result.error)
+        recorded = _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
+        logger.debug("launch attempt %s of %s: %s", claim.number, execution_id, result.status)
+    return recorded
 
 
 def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim | None:
@@ -146,7 +150,7 @@ def _retire_dead_attempt(
                 dispatch.publish,
                 execution.pk,
                 task_id=message,
-                priority=execution.priority,
+                priority=dispatch.FOLLOW_UP_PRIORITY,
                 countdown=min(wait, retry_cap()),
             ),
             robust=True,
@@ -237,7 +241,7 @@ def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResul
                     dispatch.publish,
                     execution.pk,
                     task_id=execution.task_id,
-                    priority=execution.priority,
+                    priority=dispatch.FOLLOW_UP_PRIORITY,
                     countdown=delay,
                 ),
                 robust=True,

@@ -171,7 +171,7 @@ def _resend(execution: Execution, *, status: str) -> bool:
     if not changed:
         return False
     try:
-        dispatch.publish(execution.pk, task_id=task_id, priority=execution.priority)
+        dispatch.publish(execution.pk, task_id=task_id, priority=dispatch.FOLLOW_UP_PRIORITY)
     except Exception as exc:  # the broker is down: the next sweep tries again
         logger.warning("resend of execution %s failed: %s", execution.pk, scrub(str(exc)))
         return False

@@ -34,8 +34,9 @@ def worker_env(stub: StubTarget) -> dict[str, str]:
 
 
 def broker_idle(client: redis.Redis) -> bool:
-    """Nothing waiting in any priority list of the default queue and nothing reserved (unacked)."""
-    queued = sum(client.llen(key) for key in client.scan_iter("celery*"))
+    """Nothing waiting in any priority list of the work queues and nothing reserved (unacked)."""
+    lists = [key for q in ("fire", "launch", "celery") for key in client.scan_iter(f"{q}*")]
+    queued = sum(client.llen(key) for key in lists if client.type(key) == b"list")
     return queued == 0 and client.zcard("unacked_index") == 0
 
 

@@ -148,7 +148,8 @@ def test_no_secret_in_logs_messages_or_rows(processes: Fleet, redis_client, stub
         lambda: (
             sum(
                 redis_client.llen(k)
-                for k in redis_client.scan_iter("celery*")
+                for queue in ("fire", "launch")
+                for k in redis_client.scan_iter(f"{queue}*")
                 if redis_client.type(k) == b"list"
             )
             >= 2

@@ -5,6 +5,7 @@ e2e tests (tests/e2e/test_executions_*.py) run the same flows through real worke
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -18,6 +19,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from executions import policies, services
 from executions.launchers import demo
@@ -72,10 +74,10 @@ def broker(monkeypatch: pytest.MonkeyPatch) -> list[Message]:
     """The broker, as a list of the launch messages the service published."""
     sent: list[Message] = []
 
-    def publish(execution_id, *, task_id: str, priority: str, countdown: float = 0.0) -> None:
-        sent.append(Message(str(execution_id), task_id, priority, countdown))
+    def publish_many(launches) -> None:
+        sent.extend(Message(str(m.execution_id), m.task_id, m.priority, m.countdown) for m in launches)
 
-    monkeypatch.setattr(dispatch, "publish", publish)
+    monkeypatch.setattr(dispatch, "publish_many", publish_many)
     return sent
 
 
@@ -536,26 +538,69 @@ def test_rerun_repeats_a_finished_run(make_trigger, broker, user):
 # --- priority, other launchers ----------------------------------------------------------------------------
 
 
-def test_launch_messages_carry_the_broker_priority(make_trigger, monkeypatch):
-    from scheduler_project.celery import app
+def test_launch_messages_carry_the_broker_priority(make_trigger, redis_client):
+    """Read off the real broker: the launch queue's priority lists (0 is the bare name on Redis)."""
+    runs = {
+        priority: services.execution_run_now(trigger=make_trigger(workflow_id=priority, priority=priority))
+        for priority in ("urgent", "low")
+    }
 
-    sent: list[dict] = []
-    monkeypatch.setattr(app, "send_task", lambda name, **kw: sent.append({"name": name, **kw}))
-    for priority in ("urgent", "low"):
-        services.execution_run_now(trigger=make_trigger(workflow_id=priority, priority=priority))
-    assert [(m["name"], m["priority"]) for m in sent] == [("executions.launch", 0), ("executions.launch", 9)]
-    assert all(isinstance(m["args"][0], str) and len(m["args"]) == 1 for m in sent), "ids only"
+    def calls(queue: str) -> list[tuple[str, list]]:
+        found = []
+        for raw in redis_client.lrange(queue, 0, -1):
+            message = json.loads(raw)
+            args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            found.append((message["headers"]["task"], args))
+        return found
+
+    assert calls("launch") == [("executions.launch", [str(runs["urgent"].pk)])], "ids only"
+    assert calls("launch:9") == [("executions.launch", [str(runs["low"].pk)])]
 
 
-def test_a_broker_refusal_leaves_the_row_pending_for_the_sweeper(make_trigger, monkeypatch):
-    from scheduler_project.celery import app
+def test_follow_ups_of_a_run_are_served_ahead_of_fresh_launches(make_trigger, broker):
+    """A retry goes out urgent whatever the trigger's priority: behind a herd of fresh launches it would
+    wait the herd out instead of its backoff. The first launch keeps the trigger's own priority."""
+    execution = services.execution_run_now(trigger=make_trigger(target="nowhere", priority="low"))
+    assert [m.priority for m in broker] == ["low"]
+    execution = deliver(broker, execution)  # connection refused: retryable
+    assert execution.status == ExecutionStatus.QUEUED
+    first, retry = broker
+    assert retry.priority == "urgent"
+    assert retry.countdown > 0
+    assert retry.task_id != first.task_id
+
+
+def test_one_launch_attempt_costs_a_small_fixed_number_of_statements(make_trigger, broker):
+    """Claim (locks, the attempt row, the run) and record (locks, the attempt, the end, the trigger's
+    counters, the next waiting slot), whatever the history's size: no per-row or per-attempt reads."""
+    trigger = make_trigger(target="default", workflow_id="hello", max_attempts=1)
+    for _ in range(30):  # history the attempt must not read through
+        deliver(broker, services.execution_run_now(trigger=trigger))
+    execution = services.execution_run_now(trigger=trigger)
+    with CaptureQueriesContext(connection) as queries:
+        execution = deliver(broker, execution)
+    assert execution.status == ExecutionStatus.SUCCEEDED
+    control = ("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE")
+    statements = [q["sql"] for q in queries if not q["sql"].startswith(control)]
+    # 13 for the attempt (6 to claim, 7 to record), 1 for the test reading the row back.
+    assert len(statements) <= 14, "\n".join(sql[:160] for sql in statements)
+
+
+def test_a_broker_refusal_leaves_the_row_pending_for_the_sweeper(make_trigger, monkeypatch, frozen_clock):
+    from toolkit import broker
 
     def refuse(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(app, "send_task", refuse)
+    monkeypatch.setattr(broker, "publish_batch", refuse)
     execution = services.execution_run_now(trigger=make_trigger())
     assert Execution.objects.get(pk=execution.pk).status == ExecutionStatus.PENDING
+    hourly = make_trigger(workflow_id="hourly")
+    slot = trigger_services.trigger_next_slot(trigger=hourly, after=frozen_clock.now())
+    frozen_clock.set(slot)
+    fired = services.execution_fire_batch(fires=[services.Fire(hourly.pk, slot)])
+    assert [Execution.objects.get(pk=e.pk).status for e in fired] == [ExecutionStatus.PENDING]
+    assert Execution.objects.get(pk=fired[0].pk).task_id == ""
 
 
 def test_demo_and_python_targets_end_synchronously(make_trigger, broker):

@@ -4,6 +4,7 @@ frozen; the beat pass runs in-process (real `celery beat` processes: tests/e2e/t
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -372,11 +373,39 @@ def test_fires_reach_the_broker_by_task_name_with_the_trigger_priority(
         priority="urgent",
     )
     assert len(run_pass(at(10))) == 1
-    queues = [k.decode() for k in redis_client.keys("celery*")]
-    assert queues == ["celery"], "priority 0 is the bare queue name on the Redis transport"
-    message = json.loads(redis_client.lindex("celery", 0))
-    assert message["headers"]["task"] == "executions.fire"
-    assert message["headers"]["argsrepr"] == repr([str(trigger.pk), "2026-03-02T12:00:10+00:00"])
+    queues = [k.decode() for k in redis_client.keys("fire*")]
+    assert queues == ["fire"], "on the fire queue; priority 0 is the bare queue name on the Redis transport"
+    message = json.loads(redis_client.lindex("fire", 0))
+    assert message["headers"]["task"] == "executions.fire_batch"
+    fires = [[str(trigger.pk), "2026-03-02T12:00:10+00:00", "schedule"]]
+    assert message["headers"]["argsrepr"] == repr([fires])
+
+
+def test_a_herd_goes_out_in_batches_of_the_configured_size_one_priority_each(
+    user, frozen_clock, redis_client, committed, settings
+):
+    settings.SCHEDULER_FIRE_BATCH_SIZE = 3
+    frozen_clock.set(at(0))
+    for n in range(7):
+        committed(
+            services.trigger_register,
+            owner=user,
+            name=f"h{n}",
+            workflow_id="wf",
+            cron_expression="*/10 * * * * *",
+            priority="low" if n < 5 else "high",
+        )
+    assert len(run_pass(at(10))) == 7
+
+    def batch_sizes(queue: str) -> list[int]:
+        """Fires per message waiting in a priority list (kombu keeps the body base64-encoded JSON)."""
+        bodies = [
+            json.loads(base64.b64decode(json.loads(raw)["body"])) for raw in redis_client.lrange(queue, 0, -1)
+        ]
+        return sorted(len(args[0]) for args, _kwargs, _embed in bodies)
+
+    assert batch_sizes("fire:9") == [2, 3], "five low-priority fires: batches of at most three"
+    assert batch_sizes("fire:3") == [2], "the high-priority ones in a message of their own"
 
 
 # --- Reconcile ----------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ class Inspect:
                     "name": "executions.launch",
                     "args": ["e-1"],
                     "time_start": time.time() - 2.5,
-                    "delivery_info": {"routing_key": "celery"},
+                    "delivery_info": {"routing_key": "launch"},
                 }
             ]
         },
@@ -119,9 +119,9 @@ def test_runs_of_the_last_day_are_counted_on_the_launch_queue(client, staff, red
         for _ in range(count):
             make_execution(trigger, status=status, finished_at=now - timedelta(hours=age_hours))
     document = client_for(staff).get("/api/v1/status/").json()
-    celery = queues_of(document)["celery"]
-    assert (celery["completed"], celery["failed"]) == (3, 2)
-    assert celery["active"] == 1, "the worker's running launch, by its delivery routing key"
+    launch = queues_of(document)["launch"]
+    assert (launch["completed"], launch["failed"]) == (3, 2)
+    assert launch["active"] == 1, "the worker's running launch, by its delivery routing key"
 
 
 def test_workers_beat_and_what_is_due(client, staff, redis_client) -> None:
@@ -135,7 +135,7 @@ def test_workers_beat_and_what_is_due(client, staff, redis_client) -> None:
     (worker,) = document["workers"]
     assert (worker["name"], worker["concurrency"], worker["pid"]) == ("w1@host", 4, 4242)
     (task,) = worker["active"]
-    assert (task["name"], task["queue"]) == ("executions.launch", "celery")
+    assert (task["name"], task["queue"]) == ("executions.launch", "launch")
     assert task["running_seconds"] >= 2.5
     beat = document["beat"]
     assert beat["leader"] is True

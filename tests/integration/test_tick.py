@@ -78,9 +78,11 @@ def test_the_right_secret_fires_what_is_due_once_and_a_second_call_fires_nothing
     again = post(client, "/api/v1/tick/", **bearer())
     assert (again.status_code, again.json()["count"]) == (200, 0), "idempotent: the slot is reserved"
     assert redis_client.hget(KEYS.entry(due_trigger.pk), "next_slot") == b"2026-03-02T12:00:20+00:00"
-    message = json.loads(redis_client.lindex("celery:6", 0))
-    assert message["headers"]["task"] == "executions.fire"
-    assert "'origin': 'tick'" in message["headers"]["kwargsrepr"]
+    message = json.loads(redis_client.lindex("fire:6", 0))
+    assert message["headers"]["task"] == "executions.fire_batch"
+    assert message["headers"]["argsrepr"] == repr(
+        [[[str(due_trigger.pk), "2026-03-02T12:00:10+00:00", "tick"]]]
+    )
 
 
 def test_an_unset_secret_hides_the_endpoint(due_trigger, settings):

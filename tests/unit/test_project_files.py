@@ -63,10 +63,28 @@ def test_compose_services_match_procfile_roles() -> None:
 
 def test_dev_procfile_runs_the_long_lived_roles_with_the_same_programs() -> None:
     dev, prod = procfile("Procfile.dev"), procfile()
-    assert set(dev) == {"web", "worker", "beat", "flower"}
-    for role in ("web", "worker", "flower"):
+    assert set(dev) == {"web", "worker", "launcher", "beat", "flower"}
+    for role in ("web", "worker", "launcher", "flower"):
         assert program(dev[role]) == program(prod[role]), role
     assert prod["beat"] in dev["beat"], "dev beat is the production beat under a restart loop"
+
+
+def test_every_queue_has_a_role_and_fires_never_share_one_with_launches(settings) -> None:
+    """The worker roles split the queues between them: fires (and housekeeping) in processes, launches in
+    a thread pool; a queue no role consumes would hold its tasks for ever."""
+    consumed: dict[str, set[str]] = {}
+    for name in ("Procfile", "Procfile.dev"):
+        for role, command in procfile(name).items():
+            words = shlex.split(re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command))
+            if "worker" in words:
+                consumed[role] = set(words[words.index("-Q") + 1].split(","))
+    declared = {queue.name for queue in settings.CELERY_TASK_QUEUES}
+    assert set().union(*consumed.values()) == declared
+    assert consumed["worker"] & consumed["launcher"] == set()
+    assert {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()} <= declared
+    assert "fire" in consumed["worker"]
+    assert "launch" in consumed["launcher"]
+    assert "threads" in procfile()["launcher"].split()
 
 
 @pytest.mark.django_db

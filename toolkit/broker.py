@@ -1,0 +1,85 @@
+"""Publishing many task messages at broker speed.
+
+Why not `app.send_task` in a loop: it costs ~0.4-0.9 ms a message here (config lookups through Django
+settings, reprs, routing, a second publish for the `task-sent` event), so a herd of 10,000 fires or launches
+spends seconds just sending. Here Celery builds one message (`create_task_message`) and routes it once per
+call; each message is that template with its own id, arguments, reprs and ETA, sent by Celery's own
+`send_task_message` inside one kombu publish batch (one Redis pipeline per `batch_size` messages). Workers
+receive exactly what `send_task` would have sent; what is left out is the `task-sent` event, which would
+double the cost of every message (Flower still sees each task through the worker's `task-received`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery import Celery
+
+#: Messages per kombu publish batch (one Redis pipeline each).
+BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class TaskMessage:
+    """One task call: positional and keyword arguments are ids and ISO instants, never objects or secrets."""
+
+    args: tuple[Any, ...] | list[Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    task_id: str = ""
+    priority: int | None = None
+    countdown: float = 0.0
+
+
+def publish_batch(
+    app: Celery,
+    task_name: str,
+    messages: Sequence[TaskMessage],
+    *,
+    producer: Any = None,
+    batch_size: int = BATCH_SIZE,
+    retry: bool = False,
+) -> list[str]:
+    """Send `messages` as calls of `task_name`, in order, and return their task ids. With `retry=False`
+    (inside a batch a publish only buffers) a failed flush raises; the caller decides what is lost (the
+    beat's reconcile, the sweeper's resend)."""
+    if not messages:
+        return []
+    amqp = app.amqp
+    # args=None as Celery's own send_task passes it (routers see None); celery-types wants a tuple.
+    route = amqp.router.route({}, task_name, None, None)  # type: ignore[arg-type]
+    template = amqp.create_task_message("", task_name, [], {}, create_sent_event=False)
+    ids: list[str] = []
+    with app.producer_or_acquire(producer) as active:
+        if route.get("queue") is not None:
+            active.maybe_declare(route["queue"])  # once per call, not once per message
+        with active.batch(max_size=batch_size):
+            for message in messages:
+                task_id = message.task_id or str(uuid.uuid4())
+                amqp.send_task_message(
+                    active,
+                    task_name,
+                    _cut(template, message, task_id),
+                    priority=message.priority,
+                    declare=[],
+                    retry=retry,
+                    **route,
+                )
+                ids.append(task_id)
+    return ids
+
+
+def _cut(template: Any, message: TaskMessage, task_id: str) -> Any:
+    args, kwargs = list(message.args), dict(message.kwargs)
+    headers = {**template.headers, "id": task_id, "root_id": task_id}
+    headers.update(argsrepr=repr(args), kwargsrepr=repr(kwargs))
+    if message.countdown > 0:
+        headers["eta"] = (datetime.now(UTC) + timedelta(seconds=message.countdown)).isoformat()
+    return template._replace(
+        headers=headers,
+        properties={**template.properties, "correlation_id": task_id},
+        body=(args, kwargs, template.body[2]),
+    )
