@@ -495,7 +495,9 @@ def _check_text(value: Any, name: str) -> str | None:
     return value
 
 
-def _check_datetime(value: Any, name: str) -> datetime | None:
+def _check_datetime(value: Any, name: str, zone: ZoneInfo | None = None) -> datetime | None:
+    """The instant in UTC. With `zone`, it must also exist on that zone's wall clock: 9999-12-31T12:00Z is
+    year 10000 in Kiritimati (UTC+14), which no datetime can hold, and every preview shows local time."""
     if value is None:
         return None
     if not isinstance(value, datetime):
@@ -503,9 +505,13 @@ def _check_datetime(value: Any, name: str) -> datetime | None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise TimingError(name, "must be timezone-aware (include an offset such as Z or +02:00)")
     try:
-        return value.astimezone(UTC)
+        utc = value.astimezone(UTC)
+        if zone is not None:
+            utc.astimezone(zone)
     except (OverflowError, ValueError):
-        raise TimingError(name, "is out of range") from None
+        where = f" in {zone.key}" if zone is not None else ""
+        raise TimingError(name, f"is out of range{where}") from None
+    return utc
 
 
 def _check_int(value: Any, name: str) -> int | None:
@@ -528,8 +534,8 @@ def _compile(spec: ScheduleSpec) -> _Plan:
         raise TimingError("kind", "must be one of: cron, interval, once") from None
     zone_name = spec.timezone if spec.timezone is not None else "UTC"
     zone = get_zone(zone_name)
-    start_at = _check_datetime(spec.start_at, "start_at")
-    end_at = _check_datetime(spec.end_at, "end_at")
+    start_at = _check_datetime(spec.start_at, "start_at", zone)
+    end_at = _check_datetime(spec.end_at, "end_at", zone)
     max_runs = _check_int(spec.max_runs, "max_runs")
     cron = interval = anchor = run_at = None
     if kind is Kind.CRON:
@@ -544,9 +550,9 @@ def _compile(spec: ScheduleSpec) -> _Plan:
         if not 1 <= seconds <= MAX_INTERVAL_SECONDS:
             raise TimingError("interval_seconds", f"must be between 1 and {MAX_INTERVAL_SECONDS} (10 years)")
         interval = timedelta(seconds=seconds)
-        anchor = _check_datetime(spec.anchor_at, "anchor_at") or start_at
+        anchor = _check_datetime(spec.anchor_at, "anchor_at", zone) or start_at
     else:
-        run_at = _check_datetime(spec.run_at, "run_at")
+        run_at = _check_datetime(spec.run_at, "run_at", zone)
         if run_at is None:
             raise TimingError("run_at", "is required for a one-off trigger")
     return _Plan(kind, zone, cron, interval, anchor, run_at, start_at, end_at, max_runs)
@@ -867,10 +873,14 @@ def next_fire_times(
     remaining = _remaining(plan, runs_so_far)
     limit = max(0, count if remaining is None else min(count, remaining))
     zone = plan.zone
-    return [
-        FireTime(slot=slot, local=slot.astimezone(zone), note=note)
-        for slot, note in islice(_slots(plan, after_utc), limit)
-    ]
+    fire_times = []
+    for slot, note in islice(_slots(plan, after_utc), limit):
+        try:
+            local = slot.astimezone(zone)
+        except OverflowError:  # past year 9999 on this zone's clock: the schedule ends there
+            break
+        fire_times.append(FireTime(slot=slot, local=local, note=note))
+    return fire_times
 
 
 def next_slot(spec: ScheduleSpec, after: datetime, *, runs_so_far: int = 0) -> datetime | None:

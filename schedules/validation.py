@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 
 from schedules import timing
 from schedules.models import CatchupPolicy, OverlapPolicy, Priority, TriggerKind
+from toolkit import jsonshape
 
 #: Fields a user may set. The rest of a trigger (owner, status, counters, next run) belongs to services.
 WRITABLE_FIELDS = (
@@ -53,15 +54,11 @@ CHOICES = {
 JSON_LIMIT_BYTES = 64 * 1024
 
 
-def _has_nul(value: Any) -> bool:
-    """PostgreSQL rejects \\u0000 in text and jsonb; find it anywhere in a JSON document."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
+def check_json_shape(field: str, value: Any) -> None:
+    """Depth and NUL characters, before anything that recurses over the value (`toolkit.jsonshape`)."""
+    wrong = jsonshape.problem(value)
+    if wrong:
+        raise ValidationError({field: [wrong]})
 
 
 def _check_text(field: str, value: Any) -> str:
@@ -82,16 +79,13 @@ def _check_json(field: str, value: Any) -> dict:
         return {}
     if not isinstance(value, dict):
         raise ValidationError({field: ["must be a JSON object"]})
+    check_json_shape(field, value)
     try:
         encoded = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ValidationError({field: [f"must be JSON-serialisable ({exc})"]}) from None
-    except RecursionError:
-        raise ValidationError({field: ["is nested too deeply"]}) from None
     if len(encoded.encode()) > JSON_LIMIT_BYTES:
         raise ValidationError({field: [f"must be at most {JSON_LIMIT_BYTES // 1024} KiB of JSON"]})
-    if _has_nul(value):
-        raise ValidationError({field: ["must not contain NUL characters"]})
     return value
 
 
@@ -146,7 +140,9 @@ def clean_fields(data: Mapping[str, Any]) -> dict[str, Any]:
         elif field == "timezone":
             if not isinstance(value, str):
                 raise ValidationError({field: ["must be a string"]})
-            cleaned[field] = value.strip()
+            # Blank means "no zone given", which is UTC: stored as what it means, so the row, the API and
+            # the admin never show an empty zone that every reader must remember to read as UTC.
+            cleaned[field] = value.strip() or "UTC"
     if "target" in cleaned and cleaned["target"] not in settings.SCHEDULER_TARGETS:
         allowed = ", ".join(sorted(settings.SCHEDULER_TARGETS)) or "none configured"
         raise ValidationError({"target": [f"unknown target {cleaned['target']!r}; allowed: {allowed}"]})

@@ -29,6 +29,8 @@ from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
+from toolkit import jsonshape
+
 # --- Authentication ---------------------------------------------------------------------------------------
 
 
@@ -184,9 +186,15 @@ class GuardedJSONParser(JSONParser):
         body = read_limited(stream, parser_context)
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
-            data = json.loads(
-                body.decode(encoding), parse_constant=_reject_constant, parse_float=_finite_float
-            )
+            text = body.decode(encoding)
+            # Before parsing (which recurses): a value nested past the limit is a 400 naming its field.
+            deep, key = jsonshape.too_deep(text, max_depth=jsonshape.JSON_MAX_DEPTH + 1)
+            if deep:
+                message = f"nested too deeply (at most {jsonshape.JSON_MAX_DEPTH} levels)"
+                if not key:
+                    raise exceptions.ParseError(f"JSON parse error - {message}")
+                raise exceptions.ValidationError({key: [f"is {message}"]})
+            data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
             # A lone surrogate (`"\\ud800"`) is valid JSON but not storable text: PostgreSQL refuses it in
             # text and jsonb alike, so it is refused here, once, for every field.
             json.dumps(data, ensure_ascii=False).encode()

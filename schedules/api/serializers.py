@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -50,7 +51,16 @@ class DomainChoice(serializers.ChoiceField):
 
 @extend_schema_field({"type": "object", "additionalProperties": True})
 class JSONObjectField(serializers.JSONField):
-    """Any JSON on input (the domain insists on an object and names the field); documented as an object."""
+    """Any JSON on input (the domain insists on an object and names the field); documented as an object.
+    The depth is checked first: DRF's own JSONField re-encodes the value, recursively."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        name = self.field_name or "value"
+        try:
+            validation.check_json_shape(name, data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict[name]) from None
+        return super().to_internal_value(data)
 
 
 def _help(name: str) -> str:

@@ -3,6 +3,7 @@ filters, read-only fields that cannot be mass-assigned, PUT vs PATCH, and previe
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -376,3 +377,49 @@ def test_presets_are_templates_with_label_expression_and_description(api) -> Non
     weekdays = next(p for p in presets if p["expression"] == "0 9 * * 1-5")
     assert weekdays["label"]
     assert weekdays["description"]
+
+
+def nested(depth: int) -> str:
+    """The JSON text of an object `depth` levels deep, written out (encoding it would recurse too)."""
+    return '{"k":' * (depth - 1) + "{}" + "}" * (depth - 1)
+
+
+def body(**fields: str) -> str:
+    """A JSON body whose values are already JSON text."""
+    return "{" + ", ".join(f"{json.dumps(name)}: {text}" for name, text in fields.items()) + "}"
+
+
+BASE = {"name": '"deep"', "workflow_id": '"wf"', "cron_expression": '"0 9 * * *"'}
+
+
+@pytest.mark.parametrize("depth", [33, 330, 700, 990], ids=lambda d: f"depth-{d}")
+@pytest.mark.parametrize("field", ["input", "metadata"])
+def test_json_nested_past_the_limit_is_a_400_naming_the_field(api, user, field: str, depth: int) -> None:
+    """Found by hostile-input drills: ~330-990 levels ran validation out of stack (a 500)."""
+    response = api.post(TRIGGERS, body(**BASE, **{field: nested(depth)}), content_type="application/json")
+    assert response.status_code == 400, response.content[:200]
+    assert "nested" in response.json()[field][0]
+    assert not Trigger.objects.filter(name="deep").exists()
+    trigger = make_trigger(user)
+    response = api.post(
+        f"{TRIGGERS}{trigger.pk}/run/", body(input=nested(depth)), content_type="application/json"
+    )
+    assert response.status_code == 400, response.content[:200]
+    assert "input" in response.json()
+
+
+def test_json_at_the_depth_limit_is_accepted(api) -> None:
+    response = api.post(TRIGGERS, body(**BASE, input=nested(32)), content_type="application/json")
+    assert response.status_code == 201, response.content[:300]
+
+
+@pytest.mark.parametrize("blank", ["", "   "], ids=["empty", "spaces"])
+def test_a_blank_timezone_is_stored_as_the_utc_it_means(api, blank: str) -> None:
+    response = api.post(
+        TRIGGERS,
+        {"name": "z", "workflow_id": "wf", "cron_expression": "0 9 * * *", "timezone": blank},
+        format="json",
+    )
+    assert response.status_code == 201, response.content[:300]
+    assert response.json()["timezone"] == "UTC"
+    assert Trigger.objects.get(pk=response.json()["id"]).timezone == "UTC"
