@@ -54,6 +54,19 @@ def launch(self: Task[[str], None], execution_id: str) -> None:
     services.execution_launch_attempt(execution_id=execution_id, task_id=self.request.id)
 
 
+@shared_task(
+    name="executions.launch_batch",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+)
+def launch_batch(self: Task[[list[str]], None], execution_ids: list[str]) -> None:
+    """The first attempt of several fresh runs, claimed and recorded together (see the service); the same
+    acks-late and redelivery rules as `launch`, row by row."""
+    services.execution_launch_batch(execution_ids=execution_ids, task_id=str(self.request.id))
+
+
 @shared_task(name="executions.sweep", acks_late=True, ignore_result=True)
 def sweep() -> dict[str, int]:
     """Periodic (~10 s): time out, poll, requeue lost messages, promote waiting runs."""

@@ -195,6 +195,7 @@ CELERY_TASK_ROUTES = {
     "executions.fire": {"queue": "fire"},
     "executions.fire_batch": {"queue": "fire"},
     "executions.launch": {"queue": "launch"},
+    "executions.launch_batch": {"queue": "launch"},
 }
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
@@ -225,6 +226,9 @@ SCHEDULER_MAX_TRIGGERS_PER_OWNER = env_int("SCHEDULER_MAX_TRIGGERS_PER_OWNER", 1
 SCHEDULER_MAX_CATCHUP_SLOTS = env_int("SCHEDULER_MAX_CATCHUP_SLOTS", 100)
 # Fires per `executions.fire_batch` message: one transaction records them all (it locks that many triggers).
 SCHEDULER_FIRE_BATCH_SIZE = env_int("SCHEDULER_FIRE_BATCH_SIZE", 200)
+# Fresh runs per `executions.launch_batch` message (targets whose calls can go out together: demo, http);
+# their calls are made at once, a thread each. 1 sends every launch on its own.
+SCHEDULER_LAUNCH_BATCH_SIZE = env_int("SCHEDULER_LAUNCH_BATCH_SIZE", 16)
 SCHEDULER_MAX_CONCURRENT_PER_OWNER = env_int("SCHEDULER_MAX_CONCURRENT_PER_OWNER", 0)  # 0 = unlimited
 # Dotted paths the `python` launcher may call (operator-only; a trigger names one as its workflow_id).
 SCHEDULER_PYTHON_CALLABLES = env_list("SCHEDULER_PYTHON_CALLABLES", [])

@@ -196,6 +196,9 @@ class Launcher:
     """Base class. Subclasses set `kind` and implement `launch`; `poll` and `cancel` when they can."""
 
     kind: ClassVar[str] = ""
+    #: Whether several of its calls may be made at once from threads a batch starts: true only for a
+    #: launcher whose call touches no database connection (a thread's connection would outlive it).
+    batchable: ClassVar[bool] = False
     #: Upper bound of one call when the target does not set `max_timeout` (seconds).
     default_max_timeout: ClassVar[float] = 300.0
 

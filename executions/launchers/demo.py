@@ -120,6 +120,7 @@ def run(
 
 class DemoLauncher(Launcher):
     kind = "demo"
+    batchable = True
 
     def launch(self, execution: Execution) -> LaunchResult:
         payload = LaunchPayload.of(execution)

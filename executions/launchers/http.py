@@ -109,6 +109,7 @@ def state_of(document: Any) -> RunState | None:
 
 class HttpLauncher(Launcher):
     kind = "http"
+    batchable = True
 
     def launch(self, execution: Execution) -> LaunchResult:
         payload = LaunchPayload.of(execution)

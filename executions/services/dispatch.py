@@ -8,13 +8,14 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, Value, When
 
 from executions import policies
-from executions.launchers.base import scrub
+from executions.launchers.base import LauncherConfigError, get_launcher, scrub
 from executions.models import (
     Execution,
     ExecutionStatus,
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: The launch task, sent by name so the fire path never imports the task module.
 LAUNCH_TASK = "executions.launch"
+#: The first launch of several fresh runs at once (see `execution_enqueue_many`).
+LAUNCH_BATCH_TASK = "executions.launch_batch"
 #: Broker priority of every message after the first one of a run: a retry, a redelivery check, a sweeper's
 #: resend of a lost or killed attempt. The run already waited its turn once; served ahead of the backlog of
 #: fresh launches, its planned backoff is what it waits, not the length of a herd's queue.
@@ -126,18 +129,44 @@ def _enqueue_many_logged(execution_ids: list[uuid.UUID]) -> None:
 
 
 def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:
-    """`execution_enqueue` for many rows: one read, one compare-and-set UPDATE (each row flipped pending ->
-    queued under its own fresh task id, in one statement), one publish batch. Rows the sweeper flipped
-    first keep its task id and are not sent again. Returns how many were sent."""
+    """`execution_enqueue` for many rows: one read, compare-and-set UPDATEs (pending -> queued, each row
+    under a fresh task id), one publish batch. Runs due now on a target whose calls may be made together
+    (`Launcher.batchable`) go out as `executions.launch_batch` messages of up to
+    SCHEDULER_LAUNCH_BATCH_SIZE, the batch's task id on each row; the rest as one `executions.launch` each.
+    Rows the sweeper flipped first keep its task id and are not sent again. Returns how many were sent."""
     now = clock.now()
     cap = retry_cap()
-    launches: list[Launch] = []
-    for pk, priority, not_before in Execution.objects.filter(
+    size = int(getattr(settings, "SCHEDULER_LAUNCH_BATCH_SIZE", 1))
+    batchable: dict[str, bool] = {}
+    singles: list[Launch] = []
+    grouped: dict[str, list[uuid.UUID]] = {}
+    for pk, priority, not_before, target in Execution.objects.filter(
         pk__in=execution_ids, status=ExecutionStatus.PENDING
-    ).values_list("pk", "priority", "not_before"):
+    ).values_list("pk", "priority", "not_before", "trigger__target"):
         countdown = (not_before - now).total_seconds() if not_before else 0.0
-        if countdown <= cap:  # further off (catch-up spread): the sweeper sends it when it is near
-            launches.append(Launch(pk, str(uuid.uuid4()), priority, max(0.0, countdown)))
+        if countdown > cap:
+            continue  # further off (catch-up spread): the sweeper sends it when it is near
+        if countdown <= 0 and size > 1 and _batchable(target, batchable):
+            grouped.setdefault(priority, []).append(pk)
+        else:
+            singles.append(Launch(pk, str(uuid.uuid4()), priority, max(0.0, countdown)))
+    sent = _claim_and_publish_singles(singles, now=now)
+    for priority, pks in grouped.items():
+        for start in range(0, len(pks), size):
+            sent += _claim_and_publish_batch(pks[start : start + size], priority, now=now)
+    return sent
+
+
+def _batchable(target: str, known: dict[str, bool]) -> bool:
+    if target not in known:
+        try:
+            known[target] = get_launcher(target).batchable
+        except LauncherConfigError:
+            known[target] = False  # the single path records the misconfiguration on the run
+    return known[target]
+
+
+def _claim_and_publish_singles(launches: list[Launch], *, now: datetime) -> int:
     if not launches:
         return 0
     task_ids = Case(*(When(pk=launch.execution_id, then=Value(launch.task_id)) for launch in launches))
@@ -154,3 +183,29 @@ def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:
         launches = [launch for launch in launches if launch.execution_id in ours]
     publish_many(launches)
     return len(launches)
+
+
+def _claim_and_publish_batch(pks: list[uuid.UUID], priority: str, *, now: datetime) -> int:
+    """One `executions.launch_batch` message; every row it carries holds its task id, so the message is
+    each row's current one (a retry or resend later gives a row its own)."""
+    from celery import current_app as app
+
+    task_id = str(uuid.uuid4())
+    claimed = Execution.objects.filter(pk__in=pks, status=ExecutionStatus.PENDING).update(
+        status=ExecutionStatus.QUEUED, queued_at=now, task_id=task_id, updated_at=now
+    )
+    if claimed < len(pks):
+        pks = list(Execution.objects.filter(pk__in=pks, task_id=task_id).values_list("pk", flat=True))
+    if not pks:
+        return 0
+    message = broker.TaskMessage(
+        args=[[str(pk) for pk in pks]], task_id=task_id, priority=policies.priority_value(priority)
+    )
+    try:
+        broker.publish_batch(app, LAUNCH_BATCH_TASK, [message])
+    except Exception:
+        Execution.objects.filter(pk__in=pks, task_id=task_id, status=ExecutionStatus.QUEUED).update(
+            status=ExecutionStatus.PENDING, task_id="", updated_at=clock.now()
+        )
+        raise
+    return len(pks)

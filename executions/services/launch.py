@@ -9,10 +9,12 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 
 from executions import policies
 from executions.launchers.base import (
@@ -33,7 +35,7 @@ from executions.services import dispatch
 from executions.services.dispatch import retry_cap
 from executions.services.finish import cancel_at_target_after_commit, finish, lock
 from schedules.models import Trigger
-from toolkit import clock, logcontext, metrics
+from toolkit import bulk, clock, logcontext, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -79,19 +81,129 @@ def execution_launch_attempt(
     claim = _claim_attempt(execution_id, task_id)
     if claim is None:
         return None
-    # The message names only the execution; every line of the attempt also names its trigger and number.
+    with logcontext.bind(trigger_id=str(claim.execution.trigger_id), attempt=claim.number):
+        result = _call(claim)
+        recorded = _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
+    return recorded
+
+
+def _call(claim: _Claim) -> LaunchResult:
+    """The call to the target, outside any transaction. Every line it logs names its trigger and attempt
+    (the message names only the execution); a launcher's surprise is one failed attempt, never a stuck run."""
     with logcontext.bind(trigger_id=str(claim.execution.trigger_id), attempt=claim.number):
         if claim.launcher is None:
-            result = LaunchResult.failed(f"target misconfigured: {claim.config_error}")
-        else:
+            return LaunchResult.failed(f"target misconfigured: {claim.config_error}")
+        try:
+            result = claim.launcher.launch(claim.execution)
+        except Exception as exc:
+            result = LaunchResult.from_exception(exc)
+            logger.warning(
+                "launch attempt %s of %s raised %s", claim.number, claim.execution.pk, result.error
+            )
+        logger.debug("launch attempt %s of %s: %s", claim.number, claim.execution.pk, result.status)
+        return result
+
+
+def _call_in_thread(claim: _Claim) -> LaunchResult:
+    """`_call` from a batch's own thread: batchable launchers touch no database, but should one ever open a
+    connection, it is this thread's and must not outlive it."""
+    try:
+        return _call(claim)
+    finally:
+        connections.close_all()
+
+
+def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id: str) -> int:
+    """`execution_launch_attempt` for the fresh runs of one `executions.launch_batch` message, at a fraction
+    of the cost: one transaction claims them all (one locking read, one INSERT of attempts, one UPDATE),
+    the calls go out at once from a thread each, and one transaction records every outcome (each in its
+    own savepoint, through the same `_record_attempt`). Returns how many attempts it made.
+
+    Only the plain case is batched: a row another transaction holds (skip_locked), or one already
+    `running` (a redelivered message: the dead-attempt rules apply), goes through the single path with the
+    same task id, so every rule of `execution_launch_attempt` holds for it unchanged."""
+    ids = [pk if isinstance(pk, uuid.UUID) else uuid.UUID(str(pk)) for pk in execution_ids]
+    claims, others = _claim_batch(ids, task_id)
+    if len(claims) > 1:
+        with ThreadPoolExecutor(max_workers=len(claims), thread_name_prefix="launch-batch") as pool:
+            results = list(pool.map(_call_in_thread, claims))
+    else:
+        results = [_call(claim) for claim in claims]
+    # Trigger, then execution: the order every other writer locks them in, so batches cannot deadlock.
+    order = sorted(
+        range(len(claims)), key=lambda n: (str(claims[n].execution.trigger_id), str(claims[n].execution.pk))
+    )
+    with transaction.atomic():
+        for n in order:
+            claim = claims[n]
             try:
-                result = claim.launcher.launch(claim.execution)
-            except Exception as exc:  # a launcher's surprise is one failed attempt, never a stuck run
-                result = LaunchResult.from_exception(exc)
-                logger.warning("launch attempt %s of %s raised %s", claim.number, execution_id, result.error)
-        recorded = _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
-        logger.debug("launch attempt %s of %s: %s", claim.number, execution_id, result.status)
-    return recorded
+                _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=results[n])
+            except Exception:  # that row's savepoint is rolled back; the sweeper retires its attempt
+                logger.exception("recording attempt %s of %s failed", claim.number, claim.execution.pk)
+    for pk in others:
+        execution_launch_attempt(execution_id=pk, task_id=task_id)
+    return len(claims)
+
+
+def _claim_batch(ids: list[uuid.UUID], task_id: str) -> tuple[list[_Claim], list[uuid.UUID]]:
+    now = clock.now()
+    launchers: dict[str, Launcher] = {}
+    claims: list[_Claim] = []
+    attempts: list[Attempt] = []
+    with transaction.atomic():
+        rows = list(
+            Execution.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("trigger")
+            .filter(pk__in=ids)
+            .order_by("pk")
+        )
+        seen = {row.pk for row in rows}
+        others = [pk for pk in ids if pk not in seen]  # held elsewhere (or gone): the single path decides
+        for execution in rows:
+            if execution.is_finished or execution.status == ExecutionStatus.WAITING:
+                continue
+            if execution.task_id and task_id != execution.task_id:
+                logger.info("stale launch message %s of execution %s ignored", task_id, execution.pk)
+                continue
+            if execution.status == ExecutionStatus.RUNNING:
+                others.append(execution.pk)
+                continue
+            claim, attempt = _start_attempt(execution, now=now, launchers=launchers)
+            claims.append(claim)
+            attempts.append(attempt)
+        Attempt.objects.bulk_create(attempts)
+        bulk.update_each(
+            [claim.execution for claim in claims], ["status", "attempts", "started_at", "updated_at"]
+        )
+    return claims, others
+
+
+def _start_attempt(
+    execution: Execution, *, now: datetime, launchers: dict[str, Launcher]
+) -> tuple[_Claim, Attempt]:
+    """A new attempt of a locked, claimable row: the attempt row (unsaved) and the row marked running."""
+    target = execution.trigger.target
+    launcher: Launcher | None = None
+    config_error = ""
+    timeout = 0.0
+    try:
+        launcher = launchers.get(target) or launchers.setdefault(target, get_launcher(target))
+        timeout = launcher.call_timeout(execution)
+    except LauncherConfigError as exc:
+        launcher, config_error = None, scrub(str(exc))
+    number = execution.attempts + 1
+    attempt = Attempt(
+        execution=execution,
+        number=number,
+        started_at=now,
+        deadline_at=now + timedelta(seconds=timeout + attempt_grace()),
+        worker=_worker_name(),
+    )
+    execution.status = ExecutionStatus.RUNNING
+    execution.attempts = number
+    execution.started_at = now
+    execution.updated_at = now
+    return _Claim(execution, number, launcher, config_error), attempt
 
 
 def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim | None:
@@ -111,27 +223,10 @@ def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim
             trigger, execution, now=now, task_id=task_id
         ):
             return None
-        launcher: Launcher | None = None
-        config_error = ""
-        timeout = 0.0
-        try:
-            launcher = get_launcher(trigger.target)
-            timeout = launcher.call_timeout(execution)
-        except LauncherConfigError as exc:
-            config_error = scrub(str(exc))
-        number = execution.attempts + 1
-        Attempt.objects.create(
-            execution=execution,
-            number=number,
-            started_at=now,
-            deadline_at=now + timedelta(seconds=timeout + attempt_grace()),
-            worker=_worker_name(),
-        )
-        execution.status = ExecutionStatus.RUNNING
-        execution.attempts = number
-        execution.started_at = now
+        claim, attempt = _start_attempt(execution, now=now, launchers={})
+        attempt.save(force_insert=True)
         execution.save(update_fields=["status", "attempts", "started_at", "updated_at"])
-    return _Claim(execution, number, launcher, config_error)
+    return claim
 
 
 def _retire_dead_attempt(

@@ -1,0 +1,149 @@
+"""The batch launch path against the real database, the real demo target and a refusing HTTP target: a
+batch of first attempts ends exactly as the same attempts made one message at a time — statuses, attempt
+rows, errors and trigger counters — including rows it must leave alone (stale, finished, waiting); and the
+fire path hands fresh runs to it in messages of the configured size, on the real broker."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import transaction
+
+from executions import services
+from executions.models import Attempt, Execution, ExecutionOrigin, ExecutionStatus
+from schedules import services as trigger_services
+from schedules.models import Trigger
+from tests.support.procs import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+TASK = "batch-message-1"
+
+
+@pytest.fixture(autouse=True)
+def targets(settings) -> None:
+    settings.SCHEDULER_TARGETS = {
+        "demo": {"kind": "demo", "speed": 0},
+        "nowhere": {"kind": "http", "url": f"http://127.0.0.1:{free_port()}/runs"},
+    }
+
+
+class Rollback(Exception):
+    pass
+
+
+def world(user) -> list[uuid.UUID]:
+    """Runs a launch message may meet: fresh ones on workflows that succeed, fail retryably or fatally, a
+    refused HTTP call (retry), and rows to leave alone: stale (another task id), finished, waiting."""
+    ids = []
+    kinds = [
+        ("hello", "demo", ExecutionStatus.QUEUED, TASK),
+        ("flaky", "demo", ExecutionStatus.QUEUED, TASK),
+        ("broken", "demo", ExecutionStatus.QUEUED, TASK),
+        ("etl", "demo", ExecutionStatus.QUEUED, TASK),
+        ("any", "nowhere", ExecutionStatus.QUEUED, TASK),
+        ("hello", "demo", ExecutionStatus.QUEUED, "some-newer-message"),
+        ("hello", "demo", ExecutionStatus.SUCCEEDED, TASK),
+        ("hello", "demo", ExecutionStatus.WAITING, ""),
+    ]
+    for n, (workflow, target, status, task_id) in enumerate(kinds):
+        trigger = trigger_services.trigger_register(
+            owner=user, id=uuid.UUID(int=n + 1), name=f"t{n}", workflow_id=workflow, target=target,
+            cron_expression="0 0 1 1 *", max_attempts=2, backoff_seconds=1,
+        )  # fmt: skip
+        for m in range(2):
+            execution = Execution.objects.create(
+                id=uuid.UUID(int=1000 + 10 * n + m),
+                trigger=trigger,
+                origin=ExecutionOrigin.MANUAL,
+                status=status,
+                task_id=task_id,
+                priority=trigger.priority,
+            )
+            ids.append(execution.pk)
+    return ids
+
+
+def snapshot() -> dict[str, Any]:
+    runs = sorted(
+        (str(e.pk), e.status, e.attempts, e.error, e.run_id, e.not_before is not None)
+        for e in Execution.objects.all()
+    )
+    attempts = sorted(
+        (str(a.execution_id), a.number, a.outcome, a.http_status, a.exception, a.error)
+        for a in Attempt.objects.all()
+    )
+    triggers = sorted(
+        (str(t.pk), t.last_status, t.failure_count, t.consecutive_failures, t.last_error)
+        for t in Trigger.objects.all()
+    )
+    return {"runs": runs, "attempts": attempts, "triggers": triggers}
+
+
+def run(user, frozen_clock, *, batch: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    try:
+        with transaction.atomic():
+            frozen_clock.set(T0)
+            ids = world(user)
+            frozen_clock.set(T0 + timedelta(seconds=1))
+            if batch:
+                services.execution_launch_batch(execution_ids=ids, task_id=TASK)
+            else:
+                for pk in ids:
+                    services.execution_launch_attempt(execution_id=pk, task_id=TASK)
+            result = snapshot()
+            raise Rollback
+    except Rollback:
+        pass
+    return result
+
+
+def test_a_batch_ends_each_run_as_one_message_each_would(user, frozen_clock) -> None:
+    one_by_one = run(user, frozen_clock, batch=False)
+    batched = run(user, frozen_clock, batch=True)
+    assert batched == one_by_one
+    outcomes = {status for _pk, status, *_ in batched["runs"]}
+    assert {"succeeded", "failed", "queued", "waiting"} <= outcomes, "the mix reached every kind of end"
+    assert len(batched["attempts"]) == 10, "five fresh pairs attempted once; stale, finished, waiting: none"
+
+
+def test_a_redelivered_batch_makes_no_second_attempt(user, frozen_clock) -> None:
+    frozen_clock.set(T0)
+    ids = world(user)[:2]
+    first = services.execution_launch_batch(execution_ids=ids, task_id=TASK)
+    again = services.execution_launch_batch(execution_ids=ids, task_id=TASK)
+    assert (first, again) == (2, 0)
+    assert Attempt.objects.filter(execution_id__in=ids).count() == 2
+
+
+def test_the_fire_path_sends_fresh_runs_in_batches_of_the_configured_size(
+    user, frozen_clock, settings, redis_client, django_capture_on_commit_callbacks
+) -> None:
+    settings.SCHEDULER_LAUNCH_BATCH_SIZE = 3
+    frozen_clock.set(T0)
+    triggers = [
+        trigger_services.trigger_register(
+            owner=user, name=f"h{n}", workflow_id="hello", target="demo", cron_expression="*/10 * * * * *"
+        )
+        for n in range(7)
+    ]
+    frozen_clock.set(T0 + timedelta(seconds=10.2))
+    with django_capture_on_commit_callbacks(execute=True):
+        created = services.execution_fire_batch(
+            fires=[services.Fire(t.pk, T0 + timedelta(seconds=10)) for t in triggers]
+        )
+    messages = [json.loads(raw) for raw in redis_client.lrange("launch:6", 0, -1)]
+    assert {m["headers"]["task"] for m in messages} == {"executions.launch_batch"}
+    batches = {m["headers"]["id"]: json.loads(base64.b64decode(m["body"]))[0][0] for m in messages}
+    assert sorted(len(ids) for ids in batches.values()) == [1, 3, 3]
+    rows = {str(e.pk): e for e in Execution.objects.filter(pk__in=[c.pk for c in created])}
+    for task_id, ids in batches.items():
+        assert {rows[pk].task_id for pk in ids} == {task_id}, "each row carries its batch's task id"
+        assert {rows[pk].status for pk in ids} == {ExecutionStatus.QUEUED}
