@@ -23,8 +23,8 @@ at start and end is recorded next to them.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
-import importlib.util
 import json
 import logging
 import os
@@ -38,31 +38,18 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-
-def _with_db(url: str, db: int) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{db}"))
-
-
-def _devstack() -> Any:
-    """scripts/devstack.py's `ensure_redis`: the machine's Redis, or a private one for the run."""
-    spec = importlib.util.spec_from_file_location("devstack", ROOT / "scripts" / "devstack.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from harness import devstack, with_db  # noqa: E402 - beside this script
 
 
 def configure(redis_url: str, workdir: Path) -> dict[str, str]:
     """Environment for Django and Celery, set before either is imported."""
-    entries = _with_db(redis_url, int(os.environ.get("BENCH_REDIS_DB", "14")))
-    broker = _with_db(redis_url, int(os.environ.get("BENCH_BROKER_DB", "15")))
+    entries = with_db(redis_url, int(os.environ.get("BENCH_REDIS_DB", "14")))
+    broker = with_db(redis_url, int(os.environ.get("BENCH_BROKER_DB", "15")))
     os.environ.update(
         DJANGO_SETTINGS_MODULE="scheduler_project.settings",
         DEBUG="1",
@@ -96,17 +83,32 @@ class Bench:
     def flush(self) -> None:
         self.redis.flushdb()
         self.broker.flushdb()
+        self._seen: dict[bytes, tuple[int, int]] = {}
 
     def used_memory(self) -> int:
         return int(self.redis.info("memory")["used_memory"])
 
     def published(self) -> int:
-        """Messages waiting in the broker database (all priority lists of every queue)."""
-        return sum(
-            self.broker.llen(key)
-            for key in self.broker.scan_iter("celery*")
-            if self.broker.type(key) == b"list"
-        )
+        """Fires waiting in the broker database, in every priority list of every queue: one per
+        `executions.fire` message (stock RedBeat), the batch's length per `executions.fire_batch` (ours).
+        kombu LPUSHes, so the messages not yet counted are the first `len - seen` of each list."""
+        seen = self._seen
+        total = 0
+        for key in self.broker.scan_iter("*"):
+            if key.startswith(b"_kombu") or self.broker.type(key) != b"list":
+                continue
+            messages, fires = seen.get(key, (0, 0))
+            fresh = self.broker.llen(key) - messages
+            for raw in self.broker.lrange(key, 0, fresh - 1) if fresh > 0 else ():
+                message = json.loads(raw)
+                if message["headers"]["task"] == "executions.fire_batch":
+                    args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+                    fires += len(args[0])
+                else:
+                    fires += 1
+            seen[key] = (messages + max(fresh, 0), fires)
+            total += fires
+        return total
 
     def locked(self, scheduler: Any) -> Any:
         """Take the lock the way RedBeat's beat_init handler does, and hand it to the scheduler."""
@@ -351,10 +353,10 @@ def sizes(text: str) -> list[int]:
 def environment() -> Iterator[tuple[dict[str, str], Path]]:
     """A private redis-server for the run (devstack starts and stops it), unless BENCH_REDIS_URL names one:
     on a shared Redis, other clients' commands (and their FLUSHDBs) end up in the figures."""
-    devstack = _devstack()
+    stack = devstack()
     with (
         tempfile.TemporaryDirectory(prefix="bench-beat-") as tmp,
-        devstack.ensure_redis(os.environ.get("BENCH_REDIS_URL")) as redis_url,
+        stack.ensure_redis(os.environ.get("BENCH_REDIS_URL")) as redis_url,
     ):
         yield configure(redis_url, Path(tmp)), Path(tmp)
 
@@ -401,8 +403,9 @@ def main(argv: list[str]) -> int:
         "Stock RedBeat extends its lock on every tick (one more round trip per idle tick); ours every "
         "lock_timeout/3.",
         "Stock publishes with send_task, one message and one task-sent event at a time (the project sets "
-        "CELERY_TASK_SEND_SENT_EVENT); ours batches one Celery-built message per fire through one producer "
-        "and sends no task-sent event.",
+        "CELERY_TASK_SEND_SENT_EVENT); ours sends one Celery-built executions.fire_batch message per "
+        "SCHEDULER_FIRE_BATCH_SIZE fires through one producer and no task-sent event; `published` counts "
+        "fires either way.",
         f"Herd figures are without the per-fire INFO log line; with it (to /dev/null) ours took {logged}.",
         "Reconcile rows are real Trigger rows in a throwaway SQLite file (bulk-inserted), five cron shapes "
         "in three zones; the herd and idle figures use entries only, written in each scheduler's format.",

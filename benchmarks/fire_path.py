@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import platform
@@ -44,18 +43,7 @@ ROLES = ("worker", "launcher", "beat")
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT))
 
-
-def _with_db(url: str, db: int) -> str:
-    return urlunparse(urlparse(url)._replace(path=f"/{db}"))
-
-
-def _devstack() -> Any:
-    spec = importlib.util.spec_from_file_location("devstack", ROOT / "scripts" / "devstack.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from harness import devstack, with_db  # noqa: E402 - beside this script
 
 
 def fresh_database(admin_url: str, name: str) -> str:
@@ -331,10 +319,10 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
-    devstack = _devstack()
+    stack = devstack()
     admin_url = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    with devstack.ensure_redis(os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL")) as redis_url:
-        url = _with_db(redis_url, int(os.environ.get("BENCH_REDIS_DB", "13")))
+    with stack.ensure_redis(os.environ.get("BENCH_REDIS_URL") or os.environ.get("REDIS_URL")) as redis_url:
+        url = with_db(redis_url, int(os.environ.get("BENCH_REDIS_DB", "13")))
         database_url = fresh_database(admin_url, "bench_fire_path")
         env = configure(url, database_url)
         subprocess.run(
