@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
@@ -15,6 +16,8 @@ from executions.launchers.base import LaunchPayload
 
 if TYPE_CHECKING:
     from celery import Task
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(name="executions.fire", acks_late=True, ignore_result=True)
@@ -29,15 +32,20 @@ def fire(trigger_id: str, slot: str, origin: str = "schedule") -> None:
 
 @shared_task(name="executions.fire_batch", acks_late=True, ignore_result=True)
 def fire_batch(fires: list[list[str]]) -> None:
-    """Record a batch of due slots, `[[trigger_id, slot, origin], ...]`, in one transaction."""
-    services.execution_fire_batch(
-        fires=[
-            services.Fire(
-                trigger_id=trigger_id, slot=datetime.fromisoformat(slot), origin=origin, launched_by=origin
-            )
-            for trigger_id, slot, origin in fires
-        ]
-    )
+    """Record a batch of due slots, `[[trigger_id, slot, origin], ...]`, in one transaction. An element
+    that is not one (a forged or corrupted message) is dropped alone, with a log line."""
+    parsed = []
+    for element in fires:
+        try:
+            trigger_id, slot, origin = element
+            at = datetime.fromisoformat(slot)
+            if at.utcoffset() is None:
+                raise ValueError("slot has no offset")
+        except (TypeError, ValueError) as exc:
+            logger.warning("fire_batch: element %r dropped (%s)", element, exc)
+            continue
+        parsed.append(services.Fire(trigger_id=trigger_id, slot=at, origin=origin, launched_by=origin))
+    services.execution_fire_batch(fires=parsed)
 
 
 @shared_task(

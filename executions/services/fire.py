@@ -8,10 +8,11 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 
 from executions import policies, selectors
 from executions.models import (
@@ -25,7 +26,7 @@ from executions.services import dispatch
 from executions.services.finish import execution_cancel
 from schedules import services as trigger_services
 from schedules import timing, validation
-from schedules.models import Trigger, TriggerStatus
+from schedules.models import OverlapPolicy, Trigger, TriggerStatus
 from toolkit import clock, logcontext, metrics
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,10 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
     paths to the same rows); executions go in with one INSERT, the unique (trigger, slot) key still the
     judge (a conflict is a duplicate, silently); the triggers' counters with one UPDATE; the launches in one
     publish after commit. Returns the executions created, in the order decided."""
+    aware = [f for f in fires if isinstance(f.slot, datetime) and f.slot.utcoffset() is not None]
+    if len(aware) < len(fires):
+        logger.warning("fire batch: %d fires without an aware slot dropped", len(fires) - len(aware))
+    fires = aware
     if not fires:
         return []
     now = clock.now()
@@ -143,22 +148,33 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
             if trigger is None:
                 logger.info("fire for unknown trigger %s ignored", fire.trigger_id)
                 continue
-            with logcontext.bind(trigger_id=str(trigger.pk), slot=fire.slot.isoformat()):
-                rows = _decide_fire(trigger, fire, book, now=now)
-                if logger.isEnabledFor(logging.DEBUG):
-                    for row in rows or ():
-                        logger.debug("slot %s recorded %s %s", row.slot, row.status, row.skip_reason)
-            if not rows:
-                continue
-            started = sum(row.status == ExecutionStatus.PENDING for row in rows)
-            if trigger_services.trigger_note_slots(
-                trigger=trigger,
-                through=max(row.slot for row in rows if row.slot is not None),
-                started=started,
-                last_status=rows[-1].status,
-                now=now,
-            ):
-                ended.append(trigger.pk)
+            mark = len(book.decided)
+            # A `replace` writes and cancels as it decides: its own savepoint, so a failure undoes it alone.
+            guard = transaction.atomic() if trigger.overlap_policy == OverlapPolicy.REPLACE else nullcontext()
+            try:
+                with guard, logcontext.bind(trigger_id=str(trigger.pk), slot=str(fire.slot)):
+                    rows = _decide_fire(trigger, fire, book, now=now)
+                    if not rows:
+                        continue
+                    if logger.isEnabledFor(logging.DEBUG):
+                        for row in rows:
+                            logger.debug("slot %s recorded %s %s", row.slot, row.status, row.skip_reason)
+                    if trigger_services.trigger_note_slots(
+                        trigger=trigger,
+                        through=max(row.slot for row in rows if row.slot is not None),
+                        started=sum(row.status == ExecutionStatus.PENDING for row in rows),
+                        last_status=rows[-1].status,
+                        now=now,
+                    ):
+                        ended.append(trigger.pk)
+            except DatabaseError:
+                raise  # the transaction itself is broken: the whole batch is redone or caught up
+            except Exception:
+                # One poisoned fire (a naive or malformed slot, a schedule that no longer parses) must not
+                # cost the other fires of its batch: it is dropped, and reconcile's catch-up owes its slot.
+                logger.exception("fire for %s of trigger %s dropped", fire.slot, trigger.pk)
+                book.forget(trigger, mark)
+                trigger.refresh_from_db()
         created = _insert(book.decided, book)
         trigger_services.triggers_save_slots(triggers=[triggers[pk] for pk in book.touched], ended=ended)
         dispatch.execution_enqueue_many_after_commit(
@@ -218,6 +234,14 @@ class _Book:
             self.owner_active[trigger.owner_id] = self.owner_active.get(trigger.owner_id, 0) + delta
         elif status == ExecutionStatus.WAITING:
             self.waiting[trigger.pk] = self.waiting.get(trigger.pk, 0) + delta
+
+    def forget(self, trigger: Trigger, mark: int) -> None:
+        """Undo what a fire that failed half-way decided: its rows (from `mark` on), slots and counts."""
+        for row in self.decided[mark:]:
+            self.taken.discard((trigger.pk, row.slot))
+            self.saved.discard(row.pk)
+        del self.decided[mark:]
+        self.recount(trigger)
 
     def recount(self, trigger: Trigger) -> None:
         """After cancels and promotions (a `replace`), read the trigger's and its owner's counts again."""
@@ -308,7 +332,9 @@ def _replace_running(trigger: Trigger, execution: Execution, book: _Book) -> Non
     services (their ends, counters and promotions), so they must see this batch's earlier rows of the
     trigger: those are written first, and this row is written at once too. Rare enough to be per row."""
     _insert(book.decided, book)
-    for running_execution in Execution.objects.filter(trigger=trigger, status__in=ACTIVE_STATUSES):
+    # In primary-key order, as every batch locks executions: two cancelling writers cannot cross.
+    active = Execution.objects.filter(trigger=trigger, status__in=ACTIVE_STATUSES).order_by("pk")
+    for running_execution in active:
         execution_cancel(execution=running_execution, reason="replaced by a newer slot")
     book.decided.append(execution)
     _insert([execution], book)

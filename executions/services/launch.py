@@ -10,7 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -90,7 +90,9 @@ def execution_launch_attempt(
 def _call(claim: _Claim) -> LaunchResult:
     """The call to the target, outside any transaction. Every line it logs names its trigger and attempt
     (the message names only the execution); a launcher's surprise is one failed attempt, never a stuck run."""
-    with logcontext.bind(trigger_id=str(claim.execution.trigger_id), attempt=claim.number):
+    with logcontext.bind(
+        trigger_id=str(claim.execution.trigger_id), execution_id=str(claim.execution.pk), attempt=claim.number
+    ):
         if claim.launcher is None:
             return LaunchResult.failed(f"target misconfigured: {claim.config_error}")
         try:
@@ -115,34 +117,53 @@ def _call_in_thread(claim: _Claim) -> LaunchResult:
 
 def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id: str) -> int:
     """`execution_launch_attempt` for the fresh runs of one `executions.launch_batch` message, at a fraction
-    of the cost: one transaction claims them all (one locking read, one INSERT of attempts, one UPDATE),
-    the calls go out at once from a thread each, and one transaction records every outcome (each in its
-    own savepoint, through the same `_record_attempt`). Returns how many attempts it made.
+    of the cost: one transaction claims them all (one locking read, one INSERT of attempts, one UPDATE)
+    and the calls go out at once from a thread each. Each outcome is recorded as soon as its call returns
+    (with whatever else has returned by then, in one transaction, each row in its own savepoint, through
+    the same `_record_attempt`): an attempt's deadline is its own call timeout plus a grace, so a fast
+    row must never wait for a slow neighbour, or the sweeper would rightly call it lost and try again.
+    Returns how many attempts it made.
 
-    Only the plain case is batched: a row another transaction holds (skip_locked), or one already
-    `running` (a redelivered message: the dead-attempt rules apply), goes through the single path with the
-    same task id, so every rule of `execution_launch_attempt` holds for it unchanged."""
-    ids = [pk if isinstance(pk, uuid.UUID) else uuid.UUID(str(pk)) for pk in execution_ids]
+    Only the plain case is batched. A row another transaction holds (skip_locked), one already `running`
+    (a redelivered message: the dead-attempt rules apply) or one on a target that is no longer batchable
+    is sent on as its own `executions.launch` message under the same task id, so every rule of
+    `execution_launch_attempt` holds for it unchanged; an id that is not one is dropped."""
+    ids = []
+    for raw in execution_ids:
+        try:
+            ids.append(raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw)))
+        except ValueError:
+            logger.warning("launch batch %s: %r is not an execution id; dropped", task_id, raw)
     claims, others = _claim_batch(ids, task_id)
-    if len(claims) > 1:
+    if others:
+        dispatch.publish_many(
+            [dispatch.Launch(pk, task_id, dispatch.FOLLOW_UP_PRIORITY) for pk in dict.fromkeys(others)]
+        )
+    if len(claims) == 1:
+        _record_all([(claims[0], _call(claims[0]))])
+    elif claims:
         with ThreadPoolExecutor(max_workers=len(claims), thread_name_prefix="launch-batch") as pool:
-            results = list(pool.map(_call_in_thread, claims))
-    else:
-        results = [_call(claim) for claim in claims]
-    # Trigger, then execution: the order every other writer locks them in, so batches cannot deadlock.
-    order = sorted(
-        range(len(claims)), key=lambda n: (str(claims[n].execution.trigger_id), str(claims[n].execution.pk))
-    )
-    with transaction.atomic():
-        for n in order:
-            claim = claims[n]
-            try:
-                _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=results[n])
-            except Exception:  # that row's savepoint is rolled back; the sweeper retires its attempt
-                logger.exception("recording attempt %s of %s failed", claim.number, claim.execution.pk)
-    for pk in others:
-        execution_launch_attempt(execution_id=pk, task_id=task_id)
+            running = {pool.submit(_call_in_thread, claim): claim for claim in claims}
+            while running:
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                _record_all([(running.pop(future), future.result()) for future in done])
     return len(claims)
+
+
+def _record_all(outcomes: list[tuple[_Claim, LaunchResult]]) -> None:
+    """Record outcomes in one transaction, trigger then execution (the order every other writer locks
+    them in, so batches cannot deadlock), each in its own savepoint: one row failing to record does not
+    undo the others, and the sweeper retires its attempt after the deadline."""
+
+    def lock_order(outcome: tuple[_Claim, LaunchResult]) -> tuple[str, str]:
+        return str(outcome[0].execution.trigger_id), str(outcome[0].execution.pk)
+
+    with transaction.atomic():
+        for claim, result in sorted(outcomes, key=lock_order):
+            try:
+                _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
+            except Exception:
+                logger.exception("recording attempt %s of %s failed", claim.number, claim.execution.pk)
 
 
 def _claim_batch(ids: list[uuid.UUID], task_id: str) -> tuple[list[_Claim], list[uuid.UUID]]:
@@ -168,7 +189,15 @@ def _claim_batch(ids: list[uuid.UUID], task_id: str) -> tuple[list[_Claim], list
             if execution.status == ExecutionStatus.RUNNING:
                 others.append(execution.pk)
                 continue
-            claim, attempt = _start_attempt(execution, now=now, launchers=launchers)
+            try:
+                claim, attempt = _start_attempt(execution, now=now, launchers=launchers)
+            except Exception:  # a target whose settings break its timeout: its own message says so alone
+                logger.exception("launch batch %s: execution %s sent on alone", task_id, execution.pk)
+                others.append(execution.pk)
+                continue
+            if claim.launcher is not None and not claim.launcher.batchable:
+                others.append(execution.pk)  # its target changed kind since it was sent
+                continue
             claims.append(claim)
             attempts.append(attempt)
         Attempt.objects.bulk_create(attempts)

@@ -147,3 +147,60 @@ def test_the_fire_path_sends_fresh_runs_in_batches_of_the_configured_size(
     for task_id, ids in batches.items():
         assert {rows[pk].task_id for pk in ids} == {task_id}, "each row carries its batch's task id"
         assert {rows[pk].status for pk in ids} == {ExecutionStatus.QUEUED}
+
+
+def test_a_fast_run_is_recorded_while_a_slow_one_of_its_batch_is_still_going(user, settings) -> None:
+    """An attempt's deadline is its own timeout plus a grace: its outcome must not wait for a neighbour."""
+    settings.SCHEDULER_TARGETS = {"demo": {"kind": "demo", "speed": 0.05}}  # slow: 20 s -> 1 s
+    runs = {}
+    for workflow in ("hello", "slow"):
+        trigger = trigger_services.trigger_register(
+            owner=user, name=workflow, workflow_id=workflow, target="demo", cron_expression="0 0 1 1 *"
+        )
+        runs[workflow] = Execution.objects.create(
+            trigger=trigger, origin=ExecutionOrigin.MANUAL, status=ExecutionStatus.QUEUED, task_id=TASK
+        )
+    assert services.execution_launch_batch(execution_ids=[r.pk for r in runs.values()], task_id=TASK) == 2
+    hello, slow = (Execution.objects.get(pk=runs[w].pk) for w in ("hello", "slow"))
+    assert (hello.status, slow.status) == (ExecutionStatus.SUCCEEDED, ExecutionStatus.SUCCEEDED)
+    assert (slow.finished_at - hello.finished_at).total_seconds() > 0.5
+
+
+def test_ids_that_are_not_ids_are_dropped_and_the_rest_launch(user, frozen_clock) -> None:
+    frozen_clock.set(T0)
+    good = world(user)[0]
+    made = services.execution_launch_batch(execution_ids=["not-a-uuid", str(good), None], task_id=TASK)
+    assert made == 1
+    assert Execution.objects.get(pk=good).status == ExecutionStatus.SUCCEEDED
+
+
+def test_a_poisoned_fire_costs_only_itself(user, frozen_clock) -> None:
+    from executions import tasks
+
+    frozen_clock.set(T0)
+    triggers = [
+        trigger_services.trigger_register(
+            owner=user, name=f"p{n}", workflow_id="hello", target="demo", cron_expression="*/10 * * * * *"
+        )
+        for n in range(3)
+    ]
+    frozen_clock.set(T0 + timedelta(seconds=10.2))
+    slot = "2026-03-02T12:00:10+00:00"
+    tasks.fire_batch.run(
+        [
+            [str(triggers[0].pk), slot, "schedule"],
+            ["not", "enough"],
+            [str(triggers[1].pk), "not-a-date", "schedule"],
+            [str(triggers[1].pk), "2026-03-02T12:00:10", "schedule"],  # no offset
+            [str(triggers[2].pk), slot, "schedule"],
+        ]
+    )
+    recorded = set(Execution.objects.values_list("trigger_id", flat=True))
+    assert recorded == {triggers[0].pk, triggers[2].pk}
+    # And inside the service: a fire it cannot use (a naive slot) is dropped, its batch-mates are not.
+    naive = services.Fire(triggers[1].pk, datetime(2026, 3, 2, 12, 0, 10))  # noqa: DTZ001 - the poison
+    good = services.Fire(triggers[0].pk, T0 + timedelta(seconds=20))
+    frozen_clock.set(T0 + timedelta(seconds=20.2))
+    created = services.execution_fire_batch(fires=[naive, good])
+    assert [(e.trigger_id, e.slot) for e in created] == [(triggers[0].pk, T0 + timedelta(seconds=20))]
+    assert Trigger.objects.get(pk=triggers[1].pk).run_count == 0
