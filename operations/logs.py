@@ -25,6 +25,7 @@ import inspect
 import json
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from contextvars import Token
 from datetime import UTC, datetime
@@ -62,7 +63,9 @@ def task_context(task: Any, args: Any, kwargs: Any) -> dict[str, Any]:
     return fields
 
 
-_task_tokens: dict[str, Token[Mapping[str, Any]]] = {}
+#: Keyed by (task id, thread): on the threaded launcher two messages may carry one task id at once (the
+#: follow-ups of a launch batch's rows), and prerun/postrun of one call always run in one thread.
+_task_tokens: dict[tuple[str, int], Token[Mapping[str, Any]]] = {}
 
 
 def bind_task_context(
@@ -70,12 +73,14 @@ def bind_task_context(
 ) -> None:
     """`task_prerun` receiver: bind the task's context until `task_postrun` (same thread, same task)."""
     if task_id is not None:
-        _task_tokens[task_id] = push_context(**task_context(task, args, kwargs), task_id=task_id)
+        token = push_context(**task_context(task, args, kwargs), task_id=task_id)
+        _task_tokens[(task_id, threading.get_ident())] = token
 
 
 def unbind_task_context(task_id: str | None = None, **_: Any) -> None:
     """`task_postrun` receiver."""
-    token = _task_tokens.pop(task_id, None) if task_id is not None else None
+    key = (task_id, threading.get_ident()) if task_id is not None else None
+    token = _task_tokens.pop(key, None) if key is not None else None
     if token is not None:
         with contextlib.suppress(ValueError):  # created in another context: nothing of ours to undo
             pop_context(token)

@@ -189,3 +189,33 @@ def test_json_mode_configures_the_web_process_console() -> None:
     assert result.returncode == 0, result.stderr
     (line,) = [json.loads(x) for x in result.stderr.splitlines() if '"logger": "probe"' in x]
     assert (line["message"], line["level"]) == ("hello world", "WARNING")
+
+
+def test_two_threads_running_calls_with_one_task_id_keep_their_own_context() -> None:
+    """The threaded launcher can run two messages that share a task id (follow-ups of one launch batch)."""
+    import threading
+
+    class Launch:
+        name = "executions.launch"
+
+        @staticmethod
+        def run(execution_id: str) -> None:
+            return None
+
+    inside_both = threading.Barrier(2)
+    seen: dict[str, tuple[object, object]] = {}
+
+    def task(execution_id: str) -> None:
+        logs.bind_task_context(task_id="shared", task=Launch(), args=[execution_id], kwargs={})
+        inside_both.wait(timeout=5)
+        during = logs.current_context().get("execution_id")
+        inside_both.wait(timeout=5)
+        logs.unbind_task_context(task_id="shared")
+        seen[execution_id] = (during, logs.current_context().get("execution_id"))
+
+    threads = [threading.Thread(target=task, args=(pk,)) for pk in ("e-1", "e-2")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert seen == {"e-1": ("e-1", None), "e-2": ("e-2", None)}
