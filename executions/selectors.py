@@ -14,19 +14,9 @@ from executions.models import ACTIVE_STATUSES, Execution, ExecutionStatus
 from schedules.models import Trigger
 
 
-def running_and_waiting(trigger: Trigger) -> tuple[int, int]:
-    rows = Execution.objects.filter(trigger=trigger)
-    running = rows.filter(status__in=ACTIVE_STATUSES).count()
-    waiting = rows.filter(status=ExecutionStatus.WAITING).count()
-    return running, waiting
-
-
 def owner_at_limit(trigger: Trigger) -> bool:
     limit = settings.SCHEDULER_MAX_CONCURRENT_PER_OWNER
-    if limit <= 0:
-        return False
-    active = Execution.objects.filter(trigger__owner_id=trigger.owner_id, status__in=ACTIVE_STATUSES).count()
-    return active >= limit
+    return limit > 0 and owners_active({trigger.owner_id}).get(trigger.owner_id, 0) >= limit
 
 
 def recorded_slots(trigger: Trigger, candidates: list[datetime]) -> set[datetime]:
@@ -38,7 +28,8 @@ def recorded_slots(trigger: Trigger, candidates: list[datetime]) -> set[datetime
 def running_and_waiting_of(
     trigger_ids: Sequence[uuid.UUID],
 ) -> tuple[dict[uuid.UUID, int], dict[uuid.UUID, int]]:
-    """`running_and_waiting` for many triggers in one grouped query: {trigger: active}, {trigger: waiting}."""
+    """Each trigger's active and waiting runs (what the overlap policy decides by), in one grouped query:
+    {trigger: active}, {trigger: waiting}."""
     running: dict[uuid.UUID, int] = {}
     waiting: dict[uuid.UUID, int] = {}
     if not trigger_ids:

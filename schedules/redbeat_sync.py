@@ -714,24 +714,17 @@ def sync_triggers(trigger_ids: Sequence[uuid.UUID | str]) -> None:
         return
     app = celery_app()
     client, keys = redis_client(app), Keys.of(app)
-    script = _script(client, WRITE_SCRIPT)
     for start in range(0, len(ids), CHUNK_SIZE):
         chunk = ids[start : start + CHUNK_SIZE]
         observed = read_entries(client, [keys.entry(pk) for pk in chunk])
         rows = {str(t.pk): t for t in Trigger.objects.filter(pk__in=chunk)}
         now = clock.now()
-        wrong = [entry.key for entry in observed if entry.wrong_type]
-        if wrong:
-            client.delete(*wrong)
-        with client.pipeline(transaction=False) as pipe:
-            for pk, entry in zip(chunk, observed, strict=True):
-                desired = desired_entry(rows.get(pk), entry, now=now)
-                args = desired.put_args() if desired is not None else ["remove", TOMBSTONE_SECONDS]
-                expected = ("", "") if entry.wrong_type else (entry.expected_slot, entry.expected_rev)
-                script(keys=[entry.key, keys.schedule], args=["", *expected, *args], client=pipe)
-            written = pipe.execute(raise_on_error=False)
-        for pk, ok in zip(chunk, written, strict=True):
-            if not ok or isinstance(ok, Exception):
+        writes = [
+            (entry, desired_entry(rows.get(pk), entry, now=now))
+            for pk, entry in zip(chunk, observed, strict=True)
+        ]
+        for pk, written in zip(chunk, _apply_writes(client, keys, writes), strict=True):
+            if not written:
                 sync_trigger(pk)
 
 
@@ -1125,10 +1118,13 @@ def reconcile(
     return report
 
 
-def _apply_writes(client: redis.Redis, keys: Keys, writes: Sequence[tuple[Observed, Desired | None]]) -> None:
-    """Pipelined compare-and-set writes. A conflict means a sync got there first, with a newer row."""
+def _apply_writes(
+    client: redis.Redis, keys: Keys, writes: Sequence[tuple[Observed, Desired | None]]
+) -> list[bool]:
+    """Pipelined compare-and-set writes; whether each one was written. A conflict means another writer got
+    there first, with a newer row (reconcile leaves it; `sync_triggers` hands it to `sync_trigger`)."""
     if not writes:
-        return
+        return []
     wrong = [observed.key for observed, _desired in writes if observed.wrong_type]
     if wrong:
         client.delete(*wrong)
@@ -1138,7 +1134,8 @@ def _apply_writes(client: redis.Redis, keys: Keys, writes: Sequence[tuple[Observ
             args = desired.put_args() if desired is not None else ["remove", TOMBSTONE_SECONDS]
             expected = ("", "") if observed.wrong_type else (observed.expected_slot, observed.expected_rev)
             script(keys=[observed.key, keys.schedule], args=["", *expected, *args], client=pipe)
-        pipe.execute(raise_on_error=False)
+        replies = pipe.execute(raise_on_error=False)
+    return [bool(reply) and not isinstance(reply, Exception) for reply in replies]
 
 
 def _send_catchups(

@@ -75,12 +75,18 @@ def publish_many(launches: Sequence[Launch]) -> None:
     try:
         broker.publish_batch(app, LAUNCH_TASK, messages)
     except Exception:
-        Execution.objects.filter(
-            pk__in=[launch.execution_id for launch in launches],
-            task_id__in=[launch.task_id for launch in launches],
-            status=ExecutionStatus.QUEUED,
-        ).update(status=ExecutionStatus.PENDING, task_id="", updated_at=clock.now())
+        _back_to_pending(
+            [launch.execution_id for launch in launches], [launch.task_id for launch in launches]
+        )
         raise
+
+
+def _back_to_pending(pks: Sequence[uuid.UUID], task_ids: Sequence[str]) -> None:
+    """The broker refused these messages: the rows they would have launched go back to pending, for the
+    sweeper to send, unless something else has moved them on meanwhile."""
+    Execution.objects.filter(pk__in=pks, task_id__in=task_ids, status=ExecutionStatus.QUEUED).update(
+        status=ExecutionStatus.PENDING, task_id="", updated_at=clock.now()
+    )
 
 
 def publish(execution_id: uuid.UUID, *, task_id: str, priority: str, countdown: float = 0.0) -> None:
@@ -136,7 +142,7 @@ def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:
     Rows the sweeper flipped first keep its task id and are not sent again. Returns how many were sent."""
     now = clock.now()
     cap = retry_cap()
-    size = int(getattr(settings, "SCHEDULER_LAUNCH_BATCH_SIZE", 1))
+    size = settings.SCHEDULER_LAUNCH_BATCH_SIZE
     batchable: dict[str, bool] = {}
     singles: list[Launch] = []
     grouped: dict[str, list[uuid.UUID]] = {}
@@ -204,8 +210,6 @@ def _claim_and_publish_batch(pks: list[uuid.UUID], priority: str, *, now: dateti
     try:
         broker.publish_batch(app, LAUNCH_BATCH_TASK, [message])
     except Exception:
-        Execution.objects.filter(pk__in=pks, task_id=task_id, status=ExecutionStatus.QUEUED).update(
-            status=ExecutionStatus.PENDING, task_id="", updated_at=clock.now()
-        )
+        _back_to_pending(pks, [task_id])
         raise
     return len(pks)

@@ -27,7 +27,7 @@ from executions.services.finish import execution_cancel
 from schedules import services as trigger_services
 from schedules import timing, validation
 from schedules.models import OverlapPolicy, Trigger, TriggerStatus
-from toolkit import clock, logcontext, metrics
+from toolkit import clock, ids, logcontext, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
         book = _Book.load(triggers, fires)
         ended: list[uuid.UUID] = []
         for fire in fires:
-            pk = _as_uuid(fire.trigger_id)
+            pk = ids.as_uuid(fire.trigger_id)
             trigger = triggers.get(pk) if pk is not None else None
             if trigger is None:
                 logger.info("fire for unknown trigger %s ignored", fire.trigger_id)
@@ -184,18 +184,9 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
     return created
 
 
-def _as_uuid(value: uuid.UUID | str) -> uuid.UUID | None:
-    if isinstance(value, uuid.UUID):
-        return value
-    try:
-        return uuid.UUID(str(value))
-    except ValueError:
-        return None
-
-
 def _lock_triggers(fires: Sequence[Fire]) -> dict[uuid.UUID, Trigger]:
-    ids = sorted({pk for pk in (_as_uuid(f.trigger_id) for f in fires) if pk is not None})
-    rows = Trigger.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    pks = sorted({pk for pk in (ids.as_uuid(f.trigger_id) for f in fires) if pk is not None})
+    rows = Trigger.objects.select_for_update().filter(pk__in=pks).order_by("pk")
     return {trigger.pk: trigger for trigger in rows}
 
 

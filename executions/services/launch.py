@@ -35,7 +35,7 @@ from executions.services import dispatch
 from executions.services.dispatch import retry_cap
 from executions.services.finish import cancel_at_target_after_commit, finish, lock
 from schedules.models import Trigger
-from toolkit import bulk, clock, logcontext, metrics
+from toolkit import bulk, clock, ids, logcontext, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -128,13 +128,11 @@ def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id:
     (a redelivered message: the dead-attempt rules apply) or one on a target that is no longer batchable
     is sent on as its own `executions.launch` message under the same task id, so every rule of
     `execution_launch_attempt` holds for it unchanged; an id that is not one is dropped."""
-    ids = []
-    for raw in execution_ids:
-        try:
-            ids.append(raw if isinstance(raw, uuid.UUID) else uuid.UUID(str(raw)))
-        except ValueError:
+    parsed = [(raw, ids.as_uuid(raw)) for raw in execution_ids]
+    for raw, pk in parsed:
+        if pk is None:
             logger.warning("launch batch %s: %r is not an execution id; dropped", task_id, raw)
-    claims, others = _claim_batch(ids, task_id)
+    claims, others = _claim_batch([pk for _raw, pk in parsed if pk is not None], task_id)
     if others:
         dispatch.publish_many(
             [dispatch.Launch(pk, task_id, dispatch.FOLLOW_UP_PRIORITY) for pk in dict.fromkeys(others)]
@@ -166,7 +164,7 @@ def _record_all(outcomes: list[tuple[_Claim, LaunchResult]]) -> None:
                 logger.exception("recording attempt %s of %s failed", claim.number, claim.execution.pk)
 
 
-def _claim_batch(ids: list[uuid.UUID], task_id: str) -> tuple[list[_Claim], list[uuid.UUID]]:
+def _claim_batch(pks: list[uuid.UUID], task_id: str) -> tuple[list[_Claim], list[uuid.UUID]]:
     now = clock.now()
     launchers: dict[str, Launcher] = {}
     claims: list[_Claim] = []
@@ -175,16 +173,13 @@ def _claim_batch(ids: list[uuid.UUID], task_id: str) -> tuple[list[_Claim], list
         rows = list(
             Execution.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("trigger")
-            .filter(pk__in=ids)
+            .filter(pk__in=pks)
             .order_by("pk")
         )
         seen = {row.pk for row in rows}
-        others = [pk for pk in ids if pk not in seen]  # held elsewhere (or gone): the single path decides
+        others = [pk for pk in pks if pk not in seen]  # held elsewhere (or gone): the single path decides
         for execution in rows:
-            if execution.is_finished or execution.status == ExecutionStatus.WAITING:
-                continue
-            if execution.task_id and task_id != execution.task_id:
-                logger.info("stale launch message %s of execution %s ignored", task_id, execution.pk)
+            if _nothing_to_do(execution, task_id):
                 continue
             if execution.status == ExecutionStatus.RUNNING:
                 others.append(execution.pk)
@@ -235,6 +230,17 @@ def _start_attempt(
     return _Claim(execution, number, launcher, config_error), attempt
 
 
+def _nothing_to_do(execution: Execution, task_id: str | None) -> bool:
+    """A launch message finds nothing to do on a finished or waiting run (a cancelled queued run never
+    launches), nor when it is not the run's current message (a retry or the sweeper superseded it)."""
+    if execution.is_finished or execution.status == ExecutionStatus.WAITING:
+        return True
+    if task_id and execution.task_id and task_id != execution.task_id:
+        logger.info("stale launch message %s of execution %s ignored", task_id, execution.pk)
+        return True
+    return False
+
+
 def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim | None:
     now = clock.now()
     with transaction.atomic():
@@ -243,10 +249,7 @@ def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim
             logger.info("launch of unknown execution %s ignored", execution_id)
             return None
         trigger, execution = locked
-        if execution.is_finished or execution.status == ExecutionStatus.WAITING:
-            return None
-        if task_id and execution.task_id and task_id != execution.task_id:
-            logger.info("stale launch message %s of execution %s ignored", task_id, execution.pk)
+        if _nothing_to_do(execution, task_id):
             return None
         if execution.status == ExecutionStatus.RUNNING and not _retire_dead_attempt(
             trigger, execution, now=now, task_id=task_id
