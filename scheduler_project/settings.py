@@ -229,6 +229,9 @@ SCHEDULER_FIRE_BATCH_SIZE = env_int("SCHEDULER_FIRE_BATCH_SIZE", 200)
 # Fresh runs per `executions.launch_batch` message (targets whose calls can go out together: demo, http);
 # their calls are made at once, a thread each. 1 sends every launch on its own.
 SCHEDULER_LAUNCH_BATCH_SIZE = env_int("SCHEDULER_LAUNCH_BATCH_SIZE", 16)
+# How long a launch batch waits, once one call of it has returned, for more to return and be recorded in
+# the same few statements (seconds; small beside any attempt's grace).
+SCHEDULER_LAUNCH_RECORD_WINDOW = env_float("SCHEDULER_LAUNCH_RECORD_WINDOW", 0.02)
 SCHEDULER_MAX_CONCURRENT_PER_OWNER = env_int("SCHEDULER_MAX_CONCURRENT_PER_OWNER", 0)  # 0 = unlimited
 # Dotted paths the `python` launcher may call (operator-only; a trigger names one as its workflow_id).
 SCHEDULER_PYTHON_CALLABLES = env_list("SCHEDULER_PYTHON_CALLABLES", [])

@@ -201,12 +201,18 @@ def trigger_record_slots(
     return trigger
 
 
-def trigger_record_end(
+#: What the end of a run changes on its trigger (`trigger_note_end`).
+END_FIELDS = (
+    "last_status", "last_run_at", "failure_count", "consecutive_failures", "last_error", "updated_at",
+)  # fmt: skip
+
+
+def trigger_note_end(
     *, trigger: Trigger, status: str, failed: bool, succeeded: bool, started_at: datetime | None, error: str
-) -> Trigger:
+) -> None:
     """A run of `trigger` ended as `status`: its last status and run time, and the failure counters that
     alerting and the dashboard read (`failed` counts a failure, `succeeded` ends a failure streak; a cancel
-    is neither). Same locking contract as `trigger_record_slots`."""
+    is neither). On the instance only: `trigger_record_end` saves one, `triggers_save_ends` a batch."""
     trigger.last_status = status
     if started_at and (trigger.last_run_at is None or started_at > trigger.last_run_at):
         trigger.last_run_at = started_at
@@ -216,11 +222,23 @@ def trigger_record_end(
         trigger.last_error = error
     elif succeeded:
         trigger.consecutive_failures = 0
-    trigger.save(
-        update_fields=[
-            "last_status", "last_run_at", "failure_count", "consecutive_failures", "last_error", "updated_at",
-        ]
-    )  # fmt: skip
+    trigger.updated_at = clock.now()
+
+
+def triggers_save_ends(*, triggers: Sequence[Trigger]) -> None:
+    """Save what `trigger_note_end` changed on `triggers`, in one statement. Same locking contract as
+    `trigger_record_slots`."""
+    bulk.update_each(triggers, END_FIELDS)
+
+
+def trigger_record_end(
+    *, trigger: Trigger, status: str, failed: bool, succeeded: bool, started_at: datetime | None, error: str
+) -> Trigger:
+    """`trigger_note_end` and its save, for one trigger."""
+    trigger_note_end(
+        trigger=trigger, status=status, failed=failed, succeeded=succeeded, started_at=started_at, error=error
+    )
+    trigger.save(update_fields=list(END_FIELDS))
     return trigger
 
 

@@ -16,7 +16,7 @@ Keys (``<prefix>`` is ``REDBEAT_KEY_PREFIX``)::
     <prefix>::beat                  hash  the leader's heartbeat: host, pid, tick_at (unix), tick_seconds
 
 Writers: `record_due` (beat, per publish batch), `runs_recorded` (fire path and manual runs),
-`attempt_recorded` (launch), `run_finished` (every end of a run), `beat_heartbeat` / the `beat_tick`
+`attempts_recorded` (launch), `runs_finished` (every end of a run), `beat_heartbeat` / the `beat_tick`
 decorator (beat, every tick).
 """
 
@@ -197,23 +197,26 @@ def runs_recorded(executions: Iterable[RunRecord]) -> None:
     batch.send()
 
 
-def attempt_recorded(outcome: str) -> None:
-    """Launch, once the attempt is committed: one attempt ended with `outcome`; a failed or timed-out one is
-    final (retryable failures are recorded as `retryable`), so it also counts as a failed launch."""
+def attempts_recorded(outcomes: Iterable[str]) -> None:
+    """Launch, once the attempts are committed: each attempt ended with its outcome; a failed or timed-out
+    one is final (retryable failures are recorded as `retryable`), so it also counts as a failed launch."""
     batch = Batch.empty()
-    batch.count(ATTEMPTS, label_value=outcome)
-    if outcome in ("failed", "timed_out"):
-        batch.count(FAILED_LAUNCH)
+    for outcome in outcomes:
+        batch.count(ATTEMPTS, label_value=outcome)
+        if outcome in ("failed", "timed_out"):
+            batch.count(FAILED_LAUNCH)
     batch.send()
 
 
-def run_finished(execution: RunRecord) -> None:
+def runs_finished(executions: Iterable[RunRecord]) -> None:
     """Every end of a run (called inside the transaction that ends it): its duration, when it ran at all.
     Sent after the commit — a rolled-back end is not an end, and no Redis round trip is made while the
     run's rows are locked. Outside a transaction `on_commit` runs at once."""
-    if execution.duration_ms is not None:
-        batch = Batch.empty()
-        batch.observe(DURATION, execution.duration_ms / 1000)
+    batch = Batch.empty()
+    for execution in executions:
+        if execution.duration_ms is not None:
+            batch.observe(DURATION, execution.duration_ms / 1000)
+    if batch.observations:
         transaction.on_commit(batch.send, robust=True)
 
 

@@ -69,21 +69,10 @@ def finish(
     run_id: str = "",
 ) -> None:
     """End a run and update the trigger's counters in the same transaction (both rows are locked by the
-    caller), then start the next waiting slot. Every way a run can end comes through here."""
-    execution.status = status
-    execution.finished_at = now
-    if execution.started_at:
-        execution.duration_ms = max(0, int((now - execution.started_at).total_seconds() * 1000))
-    if result is not None:
-        execution.result = clip_result(result)
-    execution.error = (
-        scrub(error) if error else ("" if status == ExecutionStatus.SUCCEEDED else execution.error)
-    )
-    if run_id:
-        execution.run_id = run_id[:200]
-    execution.save(
-        update_fields=["status", "finished_at", "duration_ms", "result", "error", "run_id", "updated_at"]
-    )
+    caller), then start the next waiting slot. Every way a run can end comes through here (a launch batch
+    through `note_end`, the same decisions for many rows saved in bulk)."""
+    note_end(execution, status, now=now, result=result, error=error, run_id=run_id)
+    execution.save(update_fields=list(END_FIELDS))
     trigger_services.trigger_record_end(
         trigger=trigger,
         status=status,
@@ -93,7 +82,30 @@ def finish(
         error=execution.error,
     )
     promote_waiting(trigger)
-    metrics.run_finished(execution)
+    metrics.runs_finished([execution])
+
+
+#: What ending a run changes on its row (`note_end`).
+END_FIELDS = ("status", "finished_at", "duration_ms", "result", "error", "run_id", "updated_at")
+
+
+def note_end(
+    execution: Execution, status: str, *, now: datetime, result: Any = None, error: str = "", run_id: str = ""
+) -> None:
+    """The end of a run on the instance, unsaved: `finish` saves it at once, a launch batch saves many
+    together (`bulk.update_each` with `END_FIELDS`)."""
+    execution.status = status
+    execution.finished_at = now
+    execution.updated_at = now
+    if execution.started_at:
+        execution.duration_ms = max(0, int((now - execution.started_at).total_seconds() * 1000))
+    if result is not None:
+        execution.result = clip_result(result)
+    execution.error = (
+        scrub(error) if error else ("" if status == ExecutionStatus.SUCCEEDED else execution.error)
+    )
+    if run_id:
+        execution.run_id = run_id[:200]
 
 
 def promote_waiting(trigger: Trigger) -> None:

@@ -10,7 +10,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -33,7 +33,15 @@ from executions.models import (
 )
 from executions.services import dispatch
 from executions.services.dispatch import retry_cap
-from executions.services.finish import cancel_at_target_after_commit, finish, lock
+from executions.services.finish import (
+    END_FIELDS,
+    cancel_at_target_after_commit,
+    finish,
+    lock,
+    note_end,
+    promote_waiting,
+)
+from schedules import services as trigger_services
 from schedules.models import Trigger
 from toolkit import bulk, clock, ids, logcontext, metrics
 
@@ -118,10 +126,11 @@ def _call_in_thread(claim: _Claim) -> LaunchResult:
 def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id: str) -> int:
     """`execution_launch_attempt` for the fresh runs of one `executions.launch_batch` message, at a fraction
     of the cost: one transaction claims them all (one locking read, one INSERT of attempts, one UPDATE)
-    and the calls go out at once from a thread each. Each outcome is recorded as soon as its call returns
-    (with whatever else has returned by then, in one transaction, each row in its own savepoint, through
-    the same `_record_attempt`): an attempt's deadline is its own call timeout plus a grace, so a fast
-    row must never wait for a slow neighbour, or the sweeper would rightly call it lost and try again.
+    and the calls go out at once from a thread each. Each outcome is recorded as soon as its call returns,
+    with whatever else returns within SCHEDULER_LAUNCH_RECORD_WINDOW (`_record_all`: the plain ones in
+    bulk, the rest through the same `_record_attempt`): an attempt's deadline is its own call timeout plus
+    a grace, so a fast row must never wait for a slow neighbour, or the sweeper would rightly call it lost
+    and try again.
     Returns how many attempts it made.
 
     Only the plain case is batched. A row another transaction holds (skip_locked), one already `running`
@@ -142,26 +151,132 @@ def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id:
     elif claims:
         with ThreadPoolExecutor(max_workers=len(claims), thread_name_prefix="launch-batch") as pool:
             running = {pool.submit(_call_in_thread, claim): claim for claim in claims}
+            window = float(settings.SCHEDULER_LAUNCH_RECORD_WINDOW)
             while running:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
+                if len(done) < len(running) and window > 0:  # neighbours about to return share the write
+                    done, _ = wait(running, timeout=window, return_when=ALL_COMPLETED)
                 _record_all([(running.pop(future), future.result()) for future in done])
     return len(claims)
 
 
 def _record_all(outcomes: list[tuple[_Claim, LaunchResult]]) -> None:
-    """Record outcomes in one transaction, trigger then execution (the order every other writer locks
-    them in, so batches cannot deadlock), each in its own savepoint: one row failing to record does not
-    undo the others, and the sweeper retires its attempt after the deadline."""
+    """Record outcomes that came back together. The common ones (a run that succeeded or was accepted) are
+    recorded in bulk, a handful of statements for all of them (`_record_plain`); the rest one by one
+    through `_record_attempt`, each in its own savepoint, so one row failing to record does not undo the
+    others (the sweeper retires its attempt after the deadline). Each part is its own transaction, and
+    each locks trigger then execution in the order every other writer does, so batches cannot deadlock."""
 
     def lock_order(outcome: tuple[_Claim, LaunchResult]) -> tuple[str, str]:
         return str(outcome[0].execution.trigger_id), str(outcome[0].execution.pk)
 
+    rest = sorted(outcomes, key=lock_order)
+    if len(rest) > 1:
+        try:
+            with transaction.atomic():
+                rest = _record_plain(rest)
+        except Exception:
+            logger.exception("recording %d attempts together failed; recording them one by one", len(rest))
     with transaction.atomic():
-        for claim, result in sorted(outcomes, key=lock_order):
+        for claim, result in rest:
             try:
                 _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
             except Exception:
                 logger.exception("recording attempt %s of %s failed", claim.number, claim.execution.pk)
+
+
+#: Outcomes `_record_plain` records in bulk: they end an attempt as succeeded and decide nothing else.
+_PLAIN = frozenset({LaunchStatus.SUCCEEDED, LaunchStatus.ACCEPTED})
+
+
+def _record_plain(
+    ordered: list[tuple[_Claim, LaunchResult]],
+) -> list[tuple[_Claim, LaunchResult]]:
+    """`_record_attempt` for every trigger whose outcomes here are all plain (succeeded or accepted) and
+    whose rows are as the claim left them (attempt still in flight, run not ended meanwhile): the same
+    decisions on the instances, saved with one locking read and one UPDATE per table. Returns the outcomes
+    it left for `_record_attempt`: a trigger with a retry, a failure or a surprise goes there whole, so its
+    counters see its ends in the same order as one message at a time would."""
+    now = clock.now()
+    by_trigger: dict[uuid.UUID, list[tuple[_Claim, LaunchResult]]] = {}
+    for outcome in ordered:
+        by_trigger.setdefault(outcome[0].execution.trigger_id, []).append(outcome)
+    plain = [pk for pk, group in by_trigger.items() if all(r.status in _PLAIN for _c, r in group)]
+    if not plain:
+        return ordered
+    triggers = {t.pk: t for t in Trigger.objects.select_for_update().filter(pk__in=plain).order_by("pk")}
+    pks = [claim.execution.pk for pk in plain for claim, _r in by_trigger[pk]]
+    executions = {e.pk: e for e in Execution.objects.select_for_update().filter(pk__in=pks).order_by("pk")}
+    in_flight = {
+        (a.execution_id, a.number): a
+        for a in Attempt.objects.select_for_update()
+        .filter(execution_id__in=pks, outcome=AttemptOutcome.STARTED)
+        .order_by("pk")
+    }
+
+    def as_claimed(claim: _Claim) -> bool:
+        execution = executions.get(claim.execution.pk)
+        return (
+            execution is not None and not execution.is_finished and (execution.pk, claim.number) in in_flight
+        )
+
+    attempts: list[Attempt] = []
+    ended: list[Execution] = []
+    accepted: list[Execution] = []
+    touched: list[Trigger] = []
+    for pk in plain:
+        group = by_trigger[pk]
+        if pk not in triggers or not all(as_claimed(claim) for claim, _r in group):
+            continue
+        trigger = triggers[pk]
+        for claim, result in group:
+            execution = executions[claim.execution.pk]
+            execution.trigger = trigger
+            attempt = in_flight[(execution.pk, claim.number)]
+            attempt.finished_at = now
+            attempt.http_status = result.http_status
+            attempt.exception = result.exception[:200]
+            attempt.error = result.error
+            attempt.outcome = AttemptOutcome.SUCCEEDED
+            attempts.append(attempt)
+            if result.status is LaunchStatus.ACCEPTED:
+                execution.run_id = result.run_id
+                execution.error = ""
+                execution.updated_at = now
+                accepted.append(execution)
+                continue
+            note_end(
+                execution, ExecutionStatus.SUCCEEDED, now=now, result=result.result, run_id=result.run_id
+            )
+            trigger_services.trigger_note_end(
+                trigger=trigger,
+                status=ExecutionStatus.SUCCEEDED,
+                failed=False,
+                succeeded=True,
+                started_at=execution.started_at,
+                error=execution.error,
+            )
+            ended.append(execution)
+        if trigger not in touched and any(r.status is LaunchStatus.SUCCEEDED for _c, r in group):
+            touched.append(trigger)
+    bulk.update_each(attempts, ["finished_at", "http_status", "exception", "error", "outcome"])
+    bulk.update_each(ended, END_FIELDS)
+    bulk.update_each(accepted, ["run_id", "error", "updated_at"])
+    trigger_services.triggers_save_ends(triggers=touched)
+    if touched:
+        waiting = set(
+            Execution.objects.filter(trigger_id__in=[t.pk for t in touched], status=ExecutionStatus.WAITING)
+            .values_list("trigger_id", flat=True)
+            .distinct()
+        )
+        for trigger in touched:
+            if trigger.pk in waiting:
+                promote_waiting(trigger)
+    metrics.runs_finished(ended)
+    outcomes = [a.outcome for a in attempts]
+    transaction.on_commit(lambda: metrics.attempts_recorded(outcomes), robust=True)
+    done = {a.execution_id for a in attempts}
+    return [outcome for outcome in ordered if outcome[0].execution.pk not in done]
 
 
 def _claim_batch(pks: list[uuid.UUID], task_id: str) -> tuple[list[_Claim], list[uuid.UUID]]:
@@ -377,5 +492,5 @@ def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResul
             attempt.save()
             status = ExecutionStatus.TIMED_OUT if result.timed_out else ExecutionStatus.FAILED
             finish(trigger, execution, status, now=now, error=result.error, run_id=result.run_id)
-    metrics.attempt_recorded(attempt.outcome)
+    metrics.attempts_recorded([attempt.outcome])
     return execution

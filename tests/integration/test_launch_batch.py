@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 from executions import services
 from executions.models import Attempt, Execution, ExecutionOrigin, ExecutionStatus
@@ -40,24 +41,29 @@ class Rollback(Exception):
 
 def world(user) -> list[uuid.UUID]:
     """Runs a launch message may meet: fresh ones on workflows that succeed, fail retryably or fatally, a
-    refused HTTP call (retry), and rows to leave alone: stale (another task id), finished, waiting."""
+    refused HTTP call (retry), a trigger whose runs end differently in one batch, a queue-policy trigger
+    with a slot waiting behind its queued run (promoted when it ends), and rows to leave alone: stale
+    (another task id), finished, waiting."""
     ids = []
-    kinds = [
-        ("hello", "demo", ExecutionStatus.QUEUED, TASK),
-        ("flaky", "demo", ExecutionStatus.QUEUED, TASK),
-        ("broken", "demo", ExecutionStatus.QUEUED, TASK),
-        ("etl", "demo", ExecutionStatus.QUEUED, TASK),
-        ("any", "nowhere", ExecutionStatus.QUEUED, TASK),
-        ("hello", "demo", ExecutionStatus.QUEUED, "some-newer-message"),
-        ("hello", "demo", ExecutionStatus.SUCCEEDED, TASK),
-        ("hello", "demo", ExecutionStatus.WAITING, ""),
+    queued = ExecutionStatus.QUEUED
+    kinds: list[tuple[tuple[str, str, str, str], ...]] = [
+        (("hello", "demo", queued, TASK),) * 2,
+        (("flaky", "demo", queued, TASK),) * 2,
+        (("broken", "demo", queued, TASK),) * 2,
+        (("etl", "demo", queued, TASK),) * 2,
+        (("any", "nowhere", queued, TASK),) * 2,
+        (("hello", "demo", queued, "some-newer-message"),) * 2,
+        (("hello", "demo", ExecutionStatus.SUCCEEDED, TASK),) * 2,
+        (("hello", "demo", ExecutionStatus.WAITING, ""),) * 2,
+        (("flaky", "demo", queued, TASK),) * 5,
+        (("hello", "demo", queued, TASK), ("hello", "demo", ExecutionStatus.WAITING, "")),
     ]
-    for n, (workflow, target, status, task_id) in enumerate(kinds):
+    for n, rows in enumerate(kinds):
         trigger = trigger_services.trigger_register(
-            owner=user, id=uuid.UUID(int=n + 1), name=f"t{n}", workflow_id=workflow, target=target,
-            cron_expression="0 0 1 1 *", max_attempts=2, backoff_seconds=1,
+            owner=user, id=uuid.UUID(int=n + 1), name=f"t{n}", workflow_id=rows[0][0], target=rows[0][1],
+            cron_expression="0 0 1 1 *", max_attempts=2, backoff_seconds=1, overlap_policy="queue",
         )  # fmt: skip
-        for m in range(2):
+        for m, (_workflow, _target, status, task_id) in enumerate(rows):
             execution = Execution.objects.create(
                 id=uuid.UUID(int=1000 + 10 * n + m),
                 trigger=trigger,
@@ -66,21 +72,50 @@ def world(user) -> list[uuid.UUID]:
                 task_id=task_id,
                 priority=trigger.priority,
             )
-            ids.append(execution.pk)
+            if not (n == 9 and status == ExecutionStatus.WAITING):  # promoted later: its own message then
+                ids.append(execution.pk)
     return ids
 
 
 def snapshot() -> dict[str, Any]:
     runs = sorted(
-        (str(e.pk), e.status, e.attempts, e.error, e.run_id, e.not_before is not None)
+        (
+            str(e.pk),
+            e.status,
+            e.attempts,
+            e.error,
+            e.run_id,
+            e.not_before is not None,
+            e.started_at,
+            e.finished_at,
+            e.duration_ms,
+            json.dumps(e.result, sort_keys=True),
+        )
         for e in Execution.objects.all()
     )
     attempts = sorted(
-        (str(a.execution_id), a.number, a.outcome, a.http_status, a.exception, a.error)
+        (
+            str(a.execution_id),
+            a.number,
+            a.outcome,
+            a.http_status,
+            a.exception,
+            a.error,
+            a.finished_at,
+            a.retry_delay_seconds is not None,  # jittered
+        )
         for a in Attempt.objects.all()
     )
     triggers = sorted(
-        (str(t.pk), t.last_status, t.failure_count, t.consecutive_failures, t.last_error)
+        (
+            str(t.pk),
+            t.last_status,
+            t.failure_count,
+            t.consecutive_failures,
+            t.last_error,
+            t.last_run_at,
+            t.run_count,
+        )
         for t in Trigger.objects.all()
     )
     return {"runs": runs, "attempts": attempts, "triggers": triggers}
@@ -105,13 +140,44 @@ def run(user, frozen_clock, *, batch: bool) -> dict[str, Any]:
     return result
 
 
-def test_a_batch_ends_each_run_as_one_message_each_would(user, frozen_clock) -> None:
+@pytest.mark.parametrize("window", [0.0, 2.0], ids=["each-as-it-returns", "all-together"])
+def test_a_batch_ends_each_run_as_one_message_each_would(user, frozen_clock, settings, window) -> None:
+    settings.SCHEDULER_LAUNCH_RECORD_WINDOW = window
     one_by_one = run(user, frozen_clock, batch=False)
     batched = run(user, frozen_clock, batch=True)
     assert batched == one_by_one
     outcomes = {status for _pk, status, *_ in batched["runs"]}
     assert {"succeeded", "failed", "queued", "waiting"} <= outcomes, "the mix reached every kind of end"
-    assert len(batched["attempts"]) == 10, "five fresh pairs attempted once; stale, finished, waiting: none"
+    assert len(batched["attempts"]) == 16, "each fresh run attempted once; stale, finished, waiting: none"
+    mixed = {status for pk, status, *_ in batched["runs"] if 1080 <= uuid.UUID(pk).int < 1085}
+    assert {"succeeded", "queued"} <= mixed, "one trigger's runs ended differently in the same batch"
+    promoted = {pk: status for pk, status, *_ in batched["runs"] if uuid.UUID(pk).int in (1090, 1091)}
+    assert list(promoted.values()) == ["succeeded", "pending"], "the waiting slot started when its run ended"
+
+
+def test_a_batch_costs_the_same_statements_whatever_its_size(user, frozen_clock, settings) -> None:
+    """Succeeded runs that return together are recorded in bulk: the statements of a batch do not grow
+    with the number of runs in it (one message at a time costs ~10 per run)."""
+    settings.SCHEDULER_LAUNCH_RECORD_WINDOW = 2.0
+    frozen_clock.set(T0)
+    ids = []
+    for n in range(20):
+        trigger = trigger_services.trigger_register(
+            owner=user, name=f"q{n}", workflow_id="hello", target="demo", cron_expression="0 0 1 1 *"
+        )
+        ids.append(
+            Execution.objects.create(
+                trigger=trigger, origin=ExecutionOrigin.MANUAL, status=ExecutionStatus.QUEUED, task_id=TASK
+            ).pk
+        )
+    counts = []
+    for part in (ids[:4], ids[4:]):
+        with CaptureQueriesContext(connection) as queries:
+            assert services.execution_launch_batch(execution_ids=part, task_id=TASK) == len(part)
+        counts.append(len(queries))
+    assert counts[0] == counts[1] <= 16, counts
+    assert set(Execution.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"succeeded"}
+    assert Trigger.objects.filter(last_status="succeeded").count() == 20
 
 
 def test_a_redelivered_batch_makes_no_second_attempt(user, frozen_clock) -> None:

@@ -80,10 +80,10 @@ def test_writers_add_up_and_a_scrape_reads_them(
                 run(origin="manual", fire_at=None),
             ]
         )
-        for outcome in ("retryable", "retryable", "succeeded", "failed", "timed_out"):
-            metrics.attempt_recorded(outcome)
-        metrics.run_finished(SimpleNamespace(duration_ms=1500))
-        metrics.run_finished(SimpleNamespace(duration_ms=None))  # cancelled before it ran: no duration
+        metrics.attempts_recorded(["retryable", "retryable", "succeeded"])
+        metrics.attempts_recorded(["failed", "timed_out"])
+        metrics.runs_finished([SimpleNamespace(duration_ms=1500)])
+        metrics.runs_finished([SimpleNamespace(duration_ms=None)])  # cancelled before it ran: no duration
         assert scrape(client)[("scheduler_run_duration_seconds_count", ())] == 0, (
             "an end counts once committed"
         )
@@ -170,6 +170,6 @@ def test_a_redis_outage_never_breaks_the_caller(settings) -> None:
     started = time.monotonic()
     metrics.record_due(1)
     metrics.runs_recorded([run()])
-    metrics.attempt_recorded("succeeded")
+    metrics.attempts_recorded(["succeeded"])
     metrics.beat_heartbeat(0.01)
     assert time.monotonic() - started < 3, "each write gives up within its sub-second timeout"
