@@ -117,7 +117,13 @@ TEMPLATES = [
 # wait instead of failing, and IMMEDIATE transactions take the write lock up front so two transactions never
 # deadlock upgrading a read lock (SQLite's stand-in for select_for_update).
 DATABASE_URL = os.environ.get("DATABASE_URL") or f"sqlite:///{BASE_DIR / 'var' / 'scheduler.sqlite3'}"
-DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+# Connections are kept (a worker task or a request no longer pays for a new PostgreSQL backend each time)
+# and checked before reuse, so a restarted database is reconnected to without restarting the process.
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60), conn_health_checks=True
+    )
+}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     _sqlite_path = Path(str(DATABASES["default"]["NAME"]))
     if str(_sqlite_path) != ":memory:":
