@@ -1,7 +1,7 @@
 """Health endpoints. `/healthz` is the fleet's: every dependency the scheduler needs to keep its promise is
-checked and named, so a 503 says what to fix. `/readyz` is the web process's own readiness (the database
-only), for load balancers and the compose healthcheck: a web process can serve the API while a beat fails
-over.
+checked and named, so a 503 says what to fix. `/readyz` is the web process's own readiness, for load
+balancers and the compose healthcheck: 200 while the database answers (a web process serves the API while a
+beat fails over, and while Redis is down: "degraded", with what it still does under `serving`).
 
 `/healthz` checks, in order:
 
@@ -121,4 +121,24 @@ def healthz(request: HttpRequest) -> JsonResponse:
 
 @require_GET
 def readyz(request: HttpRequest) -> JsonResponse:
-    return _answer(*run_checks({"database": check_database}))
+    """Ready while the database answers (the API reads and writes it); Redis is checked and reported, not
+    required, and `serving` says what this process does without it, so an operator reading a degraded
+    answer knows what users see."""
+    database_ok, results = run_checks({"database": check_database})
+    redis_ok, redis_results = run_checks({"redis": check_redis})
+    results.update(redis_results)
+    if not database_ok:
+        state, serving = "unavailable", {"api": "503 with Retry-After until the database is back"}
+    elif redis_ok:
+        state, serving = "ok", {"api": "full", "run_now": "launched at once", "throttling": "on"}
+    else:
+        state = "degraded"
+        serving = {
+            "api": "full, from the database",
+            "run_now": "recorded now; launched by the sweeper once the broker is back",
+            "throttling": "off (failing open while Redis is down)",
+            "schedules": "saved now; their beat entries are rebuilt when Redis is back",
+        }
+    return JsonResponse(
+        {"status": state, "checks": results, "serving": serving}, status=200 if database_ok else 503
+    )

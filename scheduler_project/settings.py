@@ -83,6 +83,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # 503 JSON with Retry-After when a view finds the database or Redis unreachable (toolkit.outage).
+    "toolkit.outage.OutageMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -93,6 +95,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "scheduler_project.urls"
+# Seconds a 503 for an unreachable database or Redis asks clients to wait (`Retry-After`).
+OUTAGE_RETRY_AFTER_SECONDS = env_int("OUTAGE_RETRY_AFTER_SECONDS", 5)
 WSGI_APPLICATION = "scheduler_project.wsgi.application"
 ASGI_APPLICATION = "scheduler_project.asgi.application"
 

@@ -29,3 +29,6 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+# Errors Django handles outside a view (a middleware's) answer in JSON; an outage is a 503 (toolkit.outage).
+handler500 = "toolkit.outage.server_error"

@@ -29,7 +29,7 @@ from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 
-from toolkit import jsonshape
+from toolkit import jsonshape, outage
 
 # --- Authentication ---------------------------------------------------------------------------------------
 
@@ -91,6 +91,15 @@ class _LiveRateMixin:
     def get_rate(self) -> str | None:
         rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
         return None if rate is None else str(rate)
+
+    def allow_request(self, request: Any, view: Any) -> bool:
+        """Fails open: the counters live in Redis, and a Redis outage must not take the API down with it
+        (the database still answers). Each process warns once every 10 s while it lasts."""
+        try:
+            return bool(super().allow_request(request, view))  # type: ignore[misc]
+        except outage.REDIS_ERRORS as exc:
+            outage.warn("redis", exc, "the API throttle (failing open)")
+            return True
 
 
 class UserRateThrottle(_LiveRateMixin, throttling.UserRateThrottle):
@@ -341,10 +350,23 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Respons
     - A view may rename fields (`error_field_names`: the domain's `cron_expression` is the compat API's
       `cronExpression`) and choose the compat envelope (`error_style = "compat"` →
       `{"success": false, "error": "field: message"}`).
+    - The database or Redis being unreachable is 503 with `Retry-After` (`toolkit.outage`), in the view's
+      envelope.
     Anything else is left to Django (a 500, logged): hiding a bug behind a 400 would only delay finding it.
     """
     from rest_framework.views import exception_handler  # not at import time: see document_error_responses
 
+    view = context.get("view")
+    dependency = outage.unavailable(exc)
+    if dependency is not None:
+        request = context.get("request")
+        outage.warn(dependency, exc, getattr(request, "path", "the API"))
+        answer = Response(
+            outage.body(dependency, style=getattr(view, "error_style", "v1")),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(outage.retry_after()), "Cache-Control": "no-store"},
+        )
+        return cast(Response, outage.quiet(answer))
     if isinstance(exc, DjangoValidationError):
         exc = _from_django(exc)
     elif isinstance(exc, RequestDataTooBig):
@@ -352,7 +374,6 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Respons
     response = exception_handler(exc, dict(context))
     if response is None:
         return None
-    view = context.get("view")
     renames: Mapping[str, str] = getattr(view, "error_field_names", {})
     if isinstance(exc, exceptions.ParseError):
         errors = {BODY_FIELD: [str(exc.detail)]}

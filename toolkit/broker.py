@@ -83,3 +83,23 @@ def _cut(template: Any, message: TaskMessage, task_id: str) -> Any:
         properties={**template.properties, "correlation_id": task_id},
         body=(args, kwargs, template.body[2]),
     )
+
+
+#: A key the sweeper keeps in the broker's Redis database. Messages and this key live and die together, so
+#: finding it gone means the broker lost its messages (a restart without data, a FLUSHDB, a failover to a
+#: replica that never had them).
+MARKER_KEY = "scheduler:broker-marker"
+
+
+def broker_lost_messages(url: str) -> bool:
+    """True when the broker's contents were lost since the last look (or this is the first look ever, which
+    the caller cannot tell apart and need not: resending a run whose message survived is fenced by its
+    task id). Sets the marker again in the same command, so one loss is reported once. Raises the Redis
+    error when the broker is unreachable: nothing can be known then."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        return bool(client.set(MARKER_KEY, str(uuid.uuid4()), nx=True))
+    finally:
+        client.close()

@@ -34,7 +34,7 @@ from executions.services.finish import (
     promote_waiting,
 )
 from schedules.models import Trigger
-from toolkit import clock
+from toolkit import broker, clock
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,8 @@ def execution_sweep(*, poll_limit: int = 200) -> SweepReport:
       message lets `execution_launch_attempt` retire the attempt and try again (or fail the run when no
       attempt is left);
     * running async runs with a run id on a launcher that can poll -> polled (at most `poll_limit`);
-    * queued rows whose message is overdue by the lost-message grace -> requeued under a new task id;
+    * queued rows whose message is overdue by the lost-message grace -> requeued under a new task id; all
+      queued rows at once when the broker lost its messages (`_sweep_queued`);
     * pending rows never sent (or catch-up runs whose `not_before` is now near) -> sent;
     * waiting rows of triggers with nothing running -> promoted.
     """
@@ -160,7 +161,7 @@ def _time_out(execution_id: uuid.UUID, *, now: datetime) -> bool:
     return True
 
 
-def _resend(execution: Execution, *, status: str) -> bool:
+def _resend(execution: Execution, *, status: str, countdown: float = 0.0) -> bool:
     """Give a row a new launch message under a new task id; the compare-and-set on the old task id makes
     the old message stale and keeps two sweeps from both resending."""
     task_id = str(uuid.uuid4())
@@ -171,7 +172,9 @@ def _resend(execution: Execution, *, status: str) -> bool:
     if not changed:
         return False
     try:
-        dispatch.publish(execution.pk, task_id=task_id, priority=dispatch.FOLLOW_UP_PRIORITY)
+        dispatch.publish(
+            execution.pk, task_id=task_id, priority=dispatch.FOLLOW_UP_PRIORITY, countdown=countdown
+        )
     except Exception as exc:  # the broker is down: the next sweep tries again
         logger.warning("resend of execution %s failed: %s", execution.pk, scrub(str(exc)))
         return False
@@ -179,13 +182,31 @@ def _resend(execution: Execution, *, status: str) -> bool:
 
 
 def _sweep_queued(now: datetime, report: SweepReport) -> None:
-    cutoff = now - lost_message_grace()
-    overdue = Execution.objects.filter(status=ExecutionStatus.QUEUED).filter(
-        Q(queued_at__lt=cutoff) | Q(queued_at__isnull=True, updated_at__lt=cutoff),
-        Q(not_before__isnull=True) | Q(not_before__lt=cutoff),
-    )
-    for execution in overdue.only("id", "task_id", "priority").iterator(chunk_size=500):
-        if _resend(execution, status=ExecutionStatus.QUEUED):
+    """Queued rows whose message is gone. Normally that is only known once the broker's own redelivery
+    window has passed (`lost_message_grace`); but when the broker says it lost everything (its marker is
+    gone: `broker.broker_lost_messages`), every queued row is resent now, a retry keeping what is left of
+    its backoff."""
+    try:
+        lost_all = broker.broker_lost_messages(settings.CELERY_BROKER_URL)
+    except Exception as exc:  # the broker is down: nothing can be sent either; the next sweep looks again
+        logger.warning("sweep: broker unreachable (%s); queued rows are checked on the next sweep", exc)
+        return
+    if lost_all:
+        logger.warning(
+            "sweep: the broker lost its messages (restarted empty or flushed); resending queued runs"
+        )
+        overdue = Execution.objects.filter(status=ExecutionStatus.QUEUED).filter(
+            Q(queued_at__lt=now) | Q(queued_at__isnull=True)
+        )
+    else:
+        cutoff = now - lost_message_grace()
+        overdue = Execution.objects.filter(status=ExecutionStatus.QUEUED).filter(
+            Q(queued_at__lt=cutoff) | Q(queued_at__isnull=True, updated_at__lt=cutoff),
+            Q(not_before__isnull=True) | Q(not_before__lt=cutoff),
+        )
+    for execution in overdue.only("id", "task_id", "priority", "not_before").iterator(chunk_size=500):
+        wait = (execution.not_before - now).total_seconds() if execution.not_before else 0.0
+        if _resend(execution, status=ExecutionStatus.QUEUED, countdown=min(max(0.0, wait), retry_cap())):
             report.requeued += 1
 
 

@@ -37,4 +37,8 @@ def test_readyz_only_needs_the_database(client: Client, settings) -> None:
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": "ok"}
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["checks"]["database"] == "ok"
+    assert body["checks"]["redis"].startswith("down: ")
+    assert "sweeper" in body["serving"]["run_now"]

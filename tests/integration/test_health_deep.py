@@ -116,4 +116,6 @@ def test_readyz_is_the_web_process_alone(client, settings) -> None:
     settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok"}}
+    assert response.json()["status"] == "degraded"
+    assert response.json()["checks"]["database"] == "ok"
+    assert set(response.json()["checks"]) == {"database", "redis"}, "no fleet check: the web process alone"
