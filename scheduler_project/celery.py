@@ -16,7 +16,9 @@ app.conf.redbeat_redis_url = settings.REDIS_URL
 app.conf.redbeat_key_prefix = settings.REDBEAT_KEY_PREFIX
 app.conf.redbeat_lock_key = f"{settings.REDBEAT_KEY_PREFIX}::lock"
 app.conf.redbeat_lock_timeout = settings.REDBEAT_LOCK_TIMEOUT
-app.conf.redbeat_redis_options = {}  # explicit: RedBeat's fallback to broker_transport_options is deprecated
+# Explicit (RedBeat's fallback to broker_transport_options is deprecated), with timeouts so a beat facing a
+# Redis that stopped answering fails its tick and backs off instead of hanging on a socket.
+app.conf.redbeat_redis_options = {"socket_connect_timeout": 3, "socket_timeout": 10}
 app.conf.beat_max_loop_interval = settings.BEAT_MAX_LOOP_INTERVAL
 app.conf.beat_scheduler = "schedules.redbeat_sync:TriggerScheduler"
 app.autodiscover_tasks()

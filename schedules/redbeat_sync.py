@@ -57,7 +57,14 @@ from celery import Celery
 from celery.schedules import BaseSchedule, schedstate
 from django.conf import settings
 from django.db import close_old_connections
-from redbeat.schedulers import RedBeatScheduler, RedBeatSchedulerEntry, ensure_conf, get_redis
+from kombu.exceptions import OperationalError as BrokerError
+from redbeat.schedulers import (
+    LUA_EXTEND_TO_SCRIPT,
+    RedBeatScheduler,
+    RedBeatSchedulerEntry,
+    ensure_conf,
+    get_redis,
+)
 from redis.exceptions import LockNotOwnedError, ResponseError
 
 from schedules import timing
@@ -780,6 +787,10 @@ def publish(app: Celery, fires: Sequence[Fire], *, producer: Any = None) -> int:
 # One beat pass: load due entries, plan, reserve (compare-and-set), publish
 
 
+#: What Redis or the broker being unreachable looks like to the beat.
+OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, BrokerError)
+
+
 class LockLost(LockNotOwnedError):
     """This beat no longer holds the leader lock; the process must exit."""
 
@@ -1210,13 +1221,15 @@ class TriggerScheduler(RedBeatScheduler):
     * `tick` replaces RedBeat's: due keys come from one ZRANGEBYSCORE, and are loaded, reserved and published
       in chunks by `BeatPass`. An idle tick is one round trip (plus a lock extension every lock_timeout/3).
     * The lock is extended every lock_timeout/3 — also between the chunks of a long tick and of a reconcile,
-      load phase included — so a herd never outlives it. A lost lock raises `LockLost` out of `tick`, and
-      `celery beat` exits non-zero; a restart loop or the compose restart policy brings it back as a standby.
+      load phase included — so a herd never outlives it. A beat that finds the lock held by another (it was
+      frozen or cut off past its timeout) stands by and takes the lock again when it is free; a Redis outage
+      is waited out with backoff, with a lock extension before anything is fired again (`tick`).
     * Reconcile runs on the first tick after the lock is taken (never before: standbys must not race the
       leader) and then every SCHEDULER_RECONCILE_SECONDS, on the leader only.
     """
 
     Entry = TriggerEntry
+    lock: Any  # RedBeat's: the redis-py lock while this beat leads, else None
 
     def __init__(self, app: Celery, *args: Any, **kwargs: Any) -> None:
         super().__init__(app, *args, **kwargs)
@@ -1228,6 +1241,7 @@ class TriggerScheduler(RedBeatScheduler):
         self._beat_pass: BeatPass | None = None
         self._dispatching = False
         self._housekeeping_at = -math.inf
+        self._outages = 0  # consecutive ticks that found Redis unreachable
 
     def setup_schedule(self) -> None:
         return None
@@ -1247,13 +1261,83 @@ class TriggerScheduler(RedBeatScheduler):
             )
         return self._beat_pass
 
-    @metrics.beat_tick  # the heartbeat /healthz reads; a tick that raises (lock lost) writes none
     def tick(self, *args: Any, **kwargs: Any) -> float:
-        self.keep_alive()
+        """Lead when this beat holds the lock, stand by when another does, wait out Redis when it is gone;
+        never exit for any of these (a beat needs no supervisor to come back from a Redis outage). Fires are
+        only reserved after the lock was proven ours in this tick, and the reserve script checks the lock
+        token again, so a beat that was cut off or frozen past its lock can never fire beside the leader."""
+        try:
+            if not self._hold_lock():
+                return self._standby_interval()
+            interval = self._lead()
+        except LockLost as exc:
+            self._stand_by(str(exc))
+            return self._standby_interval()
+        except OUTAGE_ERRORS as exc:
+            return self._wait_out(exc)
+        if self._outages:
+            logger.warning("beat: Redis is back after %d failed ticks; leading again", self._outages)
+            self._outages = 0
+        return interval
+
+    @metrics.beat_tick  # the heartbeat /healthz reads: written by the leader, on ticks that got through
+    def _lead(self) -> float:
         if self._reconcile_now or time.monotonic() - self._reconciled_at >= self.reconcile_seconds:
             self.reconcile()
         self.housekeeping()
         return self.fire_due()
+
+    def _hold_lock(self) -> bool:
+        """Whether this beat leads now: it holds the lock (extended when due) or has just taken it. A beat
+        without one (a standby, a leader that lost it, one started while Redis was down) tries to take it
+        without blocking, so it keeps ticking and answering signals."""
+        if not self.lock_key:
+            return True
+        if self.lock is None:
+            client = redis_client(self.app)
+            candidate = client.lock(self.lock_key, timeout=self.lock_timeout, sleep=self.max_interval)
+            candidate.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)  # extend *to*, not *by*
+            if not candidate.acquire(blocking=False):
+                return False
+            self.lock = candidate
+            self._lock_extended_at = time.monotonic()
+            self._reconcile_now = True  # a new leader checks every entry before trusting them
+            self._beat_pass = None
+            logger.info("beat: acquired the leader lock; leading")
+        self.keep_alive()
+        return True
+
+    def _standby_interval(self) -> float:
+        return max(0.5, min(self.max_interval, self.lock_timeout / 6))
+
+    def _stand_by(self, reason: str) -> None:
+        logger.warning("beat: %s; standing by until the lock is free", reason)
+        self.lock = None
+        self._beat_pass = None
+        self._reconcile_now = True
+
+    def _wait_out(self, exc: BaseException) -> float:
+        """Redis (or the broker) is unreachable: nothing can be fired or proven. Back off, force a lock
+        extension first thing once it answers, and drop the broker connection so the next publish makes a
+        fresh one."""
+        self._outages += 1
+        delay = min(5.0, 0.25 * 2**self._outages)
+        if self._outages == 1 or self._outages % 30 == 0:
+            logger.warning(
+                "beat: Redis unreachable (%s: %s); not firing, retrying (%d failed ticks)",
+                type(exc).__name__, exc, self._outages,
+            )  # fmt: skip
+        self._lock_extended_at = -math.inf
+        self._beat_pass = None
+        producer = self.__dict__.pop("producer", None)
+        connection = self.__dict__.pop("connection", None)
+        for part in (producer, connection):
+            try:
+                if part is not None:
+                    part.release()
+            except Exception:  # a broken connection may fail to close; it is dropped either way
+                logger.debug("beat: closing a broken broker connection failed", exc_info=True)
+        return delay
 
     def housekeeping(self) -> None:
         """At most once a second: a Redis round trip per system task is not worth making on every tick."""
@@ -1294,7 +1378,6 @@ class TriggerScheduler(RedBeatScheduler):
             self.lock.extend(int(self.lock_timeout))
         except LockNotOwnedError:
             if not self._retake_vanished_lock():
-                logger.critical("beat: the leader lock is held by another beat; exiting")
                 raise LockLost("the leader lock is held by another beat") from None
         self._lock_extended_at = started
 

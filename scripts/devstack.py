@@ -1,9 +1,9 @@
 """Laptop orchestration behind `make run` and `make test`.
 
 Why Python and not shell: both commands must leave nothing behind on Ctrl-C or failure (a Redis we started,
-honcho and its children), and `try/finally` plus process groups says that more reliably than traps.
+every role of the fleet), and `try/finally` plus process groups says that more reliably than traps.
 
-    python scripts/devstack.py run     # migrate, collectstatic, demo superuser, then web+worker+beat+flower
+    python scripts/devstack.py run     # migrate, collectstatic, demo superuser, then every Procfile.dev role
     python scripts/devstack.py test    # make sure Redis answers, then pytest with the arguments given
 """
 
@@ -18,9 +18,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +138,7 @@ def cmd_run() -> int:
             credentials = ensure_demo_superuser(env)
             manage("seed_demo", "--owner", credentials[0], env=env)
         base = f"http://127.0.0.1:{web_port}"
-        log("the fleet is starting: web, worker, beat, flower")
+        log("the fleet is starting: web, worker, launcher, beat, flower")
         log(f"  admin      {base}/admin/")
         log(f"  API docs   {base}/api/docs/")
         log(f"  health     {base}/healthz")
@@ -144,29 +146,89 @@ def cmd_run() -> int:
         if credentials:
             log(f"  login      {credentials[0]} / {credentials[1]}")
         log("Ctrl-C stops everything.")
-        honcho = subprocess.Popen(
-            [str(VENV_BIN / "honcho"), "-f", "Procfile.dev", "start", "web", "worker", "beat", "flower"],
-            cwd=ROOT, env=env, start_new_session=True,
-        )  # fmt: skip
-        try:
-            return honcho.wait()
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            stop_group(honcho)
+        return run_fleet(env)
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 15) -> None:
-    """SIGTERM the whole process group (honcho forwards it to its children), then SIGKILL what lingers."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
+def procfile_roles(path: Path) -> dict[str, str]:
+    roles = {}
+    for line in path.read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and line[:1].isalpha() and command.strip():
+            roles[name.strip()] = command.strip()
+    return roles
+
+
+def is_celery_worker(command: str) -> bool:
+    return command.startswith("celery ") and " worker " in f"{command} "
+
+
+def run_fleet(env: dict[str, str]) -> int:
+    """Every role of Procfile.dev, each in its own session, its output prefixed with its name; the first
+    role to exit, or Ctrl-C, stops them all.
+
+    Why not honcho (used before): it stops a role by signalling the role's whole process group, which
+    kills Celery's pool children under the launches they are making (a WorkerLostError traceback per
+    launch, and runs left `running` until their deadline). Here a Celery worker gets SIGTERM in its main
+    process only, its warm shutdown (bounded by WORKER_SHUTDOWN_GRACE_SECONDS, operations/shutdown.py)
+    finishes or hands back what is in flight; the other roles get it as a group (the beat's restart loop
+    and its beat, gunicorn and its workers)."""
+    roles = procfile_roles(ROOT / "Procfile.dev")
+    width = max(len(name) for name in roles)
+    procs: dict[str, subprocess.Popen] = {}
+    threads = []
+    lock = threading.Lock()
+
+    def pump(name: str, stream: Any) -> None:
+        for raw in iter(stream.readline, b""):
+            with lock:
+                line = raw.decode(errors="replace").rstrip("\n")
+                sys.stdout.write(f"{time.strftime('%H:%M:%S')} {name:<{width}} | {line}\n")
+                sys.stdout.flush()
+
+    try:
+        for name, command in roles.items():
+            procs[name] = subprocess.Popen(
+                ["bash", "-c", command], cwd=ROOT, env=env, start_new_session=True,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            thread = threading.Thread(target=pump, args=(name, procs[name].stdout), daemon=True)
+            thread.start()
+            threads.append(thread)
+            log(f"{name} started (pid {procs[name].pid})")
+        while True:
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    log(f"{name} exited ({proc.returncode}); stopping the fleet")
+                    return proc.returncode or 1
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        log("stopping the fleet (workers finish or hand back what they run)")
+        return 0
+    finally:
+        grace = float(env.get("WORKER_SHUTDOWN_GRACE_SECONDS", "30")) + 10
+        stop_roles({name: (procs[name], is_celery_worker(roles[name])) for name in procs}, grace=grace)
+        for thread in threads:
+            thread.join(timeout=1)
+
+
+def stop_roles(procs: dict[str, tuple[subprocess.Popen, bool]], grace: float) -> None:
+    """SIGTERM each role (a Celery worker's main process alone, any other role's whole group), wait up to
+    `grace`, then SIGKILL every group that lingers."""
+    for proc, main_only in procs.values():
+        if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+                if main_only:
+                    os.kill(proc.pid, signal.SIGTERM)
+                else:
+                    os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc, _main_only in procs.values():
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    for proc, _main_only in procs.values():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the group: children of a role that exited linger too
+        proc.wait()
 
 
 def cmd_test(pytest_args: list[str]) -> int:

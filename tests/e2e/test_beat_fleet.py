@@ -163,7 +163,7 @@ def test_kill_9_of_the_leader_hands_over_to_the_standby_without_a_duplicate_slot
     assert failover < 6 + 3, "the standby takes over within a lock timeout (plus its polling)"
 
 
-def test_a_frozen_leader_loses_the_lock_and_exits_at_its_next_extension(processes, redis_client, user):
+def test_a_frozen_leader_stands_by_at_its_next_extension_and_leads_again_later(processes, redis_client, user):
     start_worker(processes)
     trigger = register(user, cron_expression="*/2 * * * * *")
     start_beat(processes, "beat-a")
@@ -175,15 +175,22 @@ def test_a_frozen_leader_loses_the_lock_and_exits_at_its_next_extension(processe
     wait_for(lambda: len(published(processes, "beat-b")) >= 2, timeout=20, what="the new leader firing")
     processes.send("beat-a", signal.SIGCONT)
     resumed = time.monotonic()
-    returncode = wait_for(lambda: processes.procs["beat-a"].poll(), timeout=20, what="the old leader to exit")
-    assert returncode != 0
-    assert time.monotonic() - resumed < 6 / 3 + 2, "it exits at its next lock extension"
+    wait_for(lambda: "standing by" in processes.log("beat-a"), timeout=20, what="the old leader to stand by")
+    assert time.monotonic() - resumed < 6 / 3 + 2, "it stands by at its next lock extension"
     assert "held by another beat" in processes.log("beat-a")
+    assert processes.procs["beat-a"].poll() is None, "standing by, not exiting: no supervisor needed"
+    fired_a = len(published(processes, "beat-a"))
     before = len(published(processes, "beat-b"))
     wait_for(
         lambda: len(published(processes, "beat-b")) >= before + 2, timeout=20, what="the new leader firing on"
     )
-    processes.stop("beat-b")
+    assert len(published(processes, "beat-a")) == fired_a, "the standby fires nothing"
+
+    processes.stop("beat-b")  # SIGTERM releases the lock: the old leader takes it back and fires on
+    wait_for(
+        lambda: len(published(processes, "beat-a")) >= fired_a + 2, timeout=20, what="beat-a leading again"
+    )
+    processes.stop("beat-a")
 
     sent = slots_of(published(processes, "beat-a", "beat-b"), trigger)
     assert_each_once(sent, "a slot was published")

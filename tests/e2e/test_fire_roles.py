@@ -27,7 +27,7 @@ TARGETS = {"demo": {"kind": "demo", "speed": SPEED}}
 
 
 def start_role(processes: Fleet, role: str, **env: str) -> None:
-    """The role's Procfile.dev command, as honcho would run it (through a shell, from the project root)."""
+    """The role's Procfile.dev command, as `make run` runs it (through a shell, from the project root)."""
     command = procfile("Procfile.dev")[role]
     processes.start(role, ["bash", "-c", command], **env)
 

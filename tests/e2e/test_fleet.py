@@ -1,6 +1,7 @@
-"""The fleet as `make run` starts it: scripts/devstack.py (migrate, collectstatic, honcho with web under
-gunicorn, worker, beat, flower), checked from outside like an operator would, then stopped with Ctrl-C
-and checked to have left no process behind."""
+"""The fleet as `make run` starts it: scripts/devstack.py (migrate, collectstatic, then every Procfile.dev
+role: web under gunicorn, worker, launcher, beat, flower), checked from outside like an operator would,
+then stopped with Ctrl-C while a launch is in flight: the launch finishes, no traceback is printed, and no
+process is left behind."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import pytest
 import redis
 from django.conf import settings
 
+from executions import services
+from executions.models import Execution, ExecutionStatus
+from schedules import services as trigger_services
 from tests.support.procs import BIN, Fleet, celery_cmd, free_port, marked_pids, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -28,13 +32,15 @@ def http_get(url: str, timeout: float = 3) -> tuple[int, str]:
 
 
 def test_make_run_brings_up_the_whole_fleet_and_ctrl_c_stops_it(
-    processes: Fleet, redis_client: redis.Redis, django_user_model
+    processes: Fleet, redis_client: redis.Redis, django_user_model, settings
 ) -> None:
+    settings.SCHEDULER_TARGETS = {"demo": {"kind": "demo", "speed": 0.15}}  # "slow": 20 s -> 3 s
     web_port, flower_port = free_port(), free_port()
     base = f"http://127.0.0.1:{web_port}"
     devstack = processes.start(
         "devstack", [str(BIN / "python"), "scripts/devstack.py", "run"],
         PORT=str(web_port), FLOWER_PORT=str(flower_port), WORKER_CONCURRENCY="1", DEBUG="1",
+        SCHEDULER_TARGETS=json.dumps(settings.SCHEDULER_TARGETS),
     )  # fmt: skip
 
     status, body = wait_for(
@@ -61,7 +67,7 @@ def test_make_run_brings_up_the_whole_fleet_and_ctrl_c_stops_it(
             text=True,
             timeout=30,
         )
-        return result.returncode == 0 and "pong" in result.stdout
+        return result.returncode == 0 and "worker@" in result.stdout and "launcher@" in result.stdout
 
     wait_for(worker_pings, timeout=60, interval=1, what="a worker answering celery inspect ping")
     wait_for(lambda: http_get(f"http://127.0.0.1:{flower_port}/")[0] == 200, timeout=60, what="Flower's page")
@@ -71,10 +77,25 @@ def test_make_run_brings_up_the_whole_fleet_and_ctrl_c_stops_it(
     assert token
 
     assert marked_pids(processes.marker), "the fleet's processes carry the marker"
+    owner = django_user_model.objects.create_user(username="ctrl-c")
+    slow = trigger_services.trigger_register(
+        owner=owner, name="slow", workflow_id="slow", target="demo", cron_expression="0 0 1 1 *"
+    )
+    run = services.execution_run_now(trigger=slow)
+    wait_for(
+        lambda: Execution.objects.get(pk=run.pk).status == ExecutionStatus.RUNNING,
+        timeout=30,
+        what="the slow run to be in flight",
+    )
     processes.send("devstack", signal.SIGINT)  # what Ctrl-C in the terminal sends
     devstack.wait(timeout=40)
     wait_for(lambda: not marked_pids(processes.marker), timeout=30, what="every fleet process to exit")
     output = processes.log("devstack")
+    assert Execution.objects.get(pk=run.pk).status == ExecutionStatus.SUCCEEDED, (
+        "the launch in flight finished during the warm shutdown"
+    )
+    assert "Traceback" not in output
+    assert "WorkerLostError" not in output
     assert f"http://127.0.0.1:{web_port}/admin/" in output
     assert "Flower" in output
     login = re.search(r"login\s+admin / (\S+)", output)
