@@ -13,14 +13,27 @@ from django.conf import settings
 from executions import policies, services
 from executions.launchers import demo
 from executions.launchers.base import LaunchPayload
+from toolkit import outage
 
 if TYPE_CHECKING:
     from celery import Task
 
 logger = logging.getLogger(__name__)
 
+#: The fire and launch tasks outlive a database outage: a message that finds the database unreachable comes
+#: back with backoff (1 s doubling to 30 s, for about an hour) under the same task id, rather than being
+#: acknowledged as failed and waiting for the sweeper's lost-message grace. Safe because each task is
+#: idempotent: the (trigger, slot) key and the row's task id fence a second delivery.
+OUTLIVE_DATABASE_OUTAGE: dict[str, Any] = {
+    "autoretry_for": outage.DATABASE_ERRORS,
+    "retry_backoff": 1,
+    "retry_backoff_max": 30,
+    "retry_jitter": True,
+    "max_retries": 150,
+}
 
-@shared_task(name="executions.fire", acks_late=True, ignore_result=True)
+
+@shared_task(name="executions.fire", acks_late=True, ignore_result=True, **OUTLIVE_DATABASE_OUTAGE)
 def fire(trigger_id: str, slot: str, origin: str = "schedule") -> None:
     """Record one due slot (the nominal instant beat reserved, never "now") and start what should run. The
     beat sends `fire_batch`; this one serves single fires (and messages sent before an upgrade). No result
@@ -30,7 +43,7 @@ def fire(trigger_id: str, slot: str, origin: str = "schedule") -> None:
     )
 
 
-@shared_task(name="executions.fire_batch", acks_late=True, ignore_result=True)
+@shared_task(name="executions.fire_batch", acks_late=True, ignore_result=True, **OUTLIVE_DATABASE_OUTAGE)
 def fire_batch(fires: list[list[str]]) -> None:
     """Record a batch of due slots, `[[trigger_id, slot, origin], ...]`, in one transaction. An element
     that is not one (a forged or corrupted message) is dropped alone, with a log line."""
@@ -52,6 +65,7 @@ def fire_batch(fires: list[list[str]]) -> None:
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    **OUTLIVE_DATABASE_OUTAGE,
 )
 def launch(self: Task[[str], None], execution_id: str) -> None:
     """One launch attempt. Acked only after it is recorded, and requeued if the worker dies, so a launch is
@@ -66,6 +80,7 @@ def launch(self: Task[[str], None], execution_id: str) -> None:
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
+    **OUTLIVE_DATABASE_OUTAGE,
 )
 def launch_batch(self: Task[[list[str]], None], execution_ids: list[str]) -> None:
     """The first attempt of several fresh runs, claimed and recorded together (see the service); the same

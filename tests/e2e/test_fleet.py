@@ -13,7 +13,6 @@ import urllib.request
 
 import pytest
 import redis
-from django.conf import settings
 
 from executions import services
 from executions.models import Execution, ExecutionStatus
