@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint format bench bench-fire clean
+.PHONY: install run test drill lint format bench bench-fire clean
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ run: install
 # PYTEST_ARGS lets you narrow a run: make test PYTEST_ARGS="tests/unit -x"
 test: install
 	$(BIN)/python scripts/devstack.py test $(PYTEST_ARGS)
+
+# The fault drills alone, with their figures printed (they also run in `make test`).
+drill: install
+	$(BIN)/python scripts/devstack.py test tests/faults -s
 
 lint: install
 	$(BIN)/ruff check .

@@ -207,6 +207,8 @@ CELERY_TASK_ROUTES = {
     "executions.launch": {"queue": "launch"},
     "executions.launch_batch": {"queue": "launch"},
 }
+# Survives a Redis restart under prefork workers (see scheduler_project/worker.py).
+CELERY_WORKER_CONSUMER = "scheduler_project.worker:Consumer"
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_TASK_SEND_SENT_EVENT = True
 # A message of a worker killed with -9 comes back after the visibility timeout;
