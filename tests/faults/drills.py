@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import select
 import signal
 import socket
@@ -234,4 +233,4 @@ def report(name: str, **figures: Any) -> None:
     print(f"\n[drill] {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
 
 
-__all__ = ["DrillFleet", "Gate", "PrivateRedis", "drill_fleet", "kill_group", "os", "report", "seconds_since"]
+__all__ = ["DrillFleet", "Gate", "PrivateRedis", "drill_fleet", "kill_group", "report", "seconds_since"]

@@ -62,6 +62,17 @@ def create_triggers(fleet: DrillFleet, token: str, count: int, **fields: Any) ->
     return ids
 
 
+def firing(fleet: DrillFleet, token: str, count: int, **fields: Any) -> list[str]:
+    """`count` triggers firing every EVERY seconds, each with two runs recorded already."""
+    triggers = create_triggers(fleet, token, count, **fields)
+    wait_for(
+        lambda: Execution.objects.filter(trigger_id__in=triggers).count() >= 2 * count,
+        timeout=30,
+        what="runs",
+    )
+    return triggers
+
+
 def stop_firing(fleet: DrillFleet, trigger_ids: list[str], token: str) -> None:
     for pk in trigger_ids:
         status, _, body = fleet.http("POST", f"/api/v1/triggers/{pk}/pause/", {}, token=token)
@@ -145,8 +156,7 @@ def finish(fleet: DrillFleet, trigger_ids: list[str], token: str, *, timeout: fl
 
 def test_redis_down_then_back_then_restarted_empty(fleet: DrillFleet, stub: StubTarget, token: str) -> None:
     fleet.start()
-    triggers = create_triggers(fleet, token, 4)
-    wait_for(lambda: Execution.objects.filter(trigger_id__in=triggers).count() >= 8, timeout=30, what="runs")
+    triggers = firing(fleet, token, 4)
 
     # Redis down 10 s, then back with its data.
     fleet.redis.kill()
@@ -214,8 +224,7 @@ def test_redis_down_then_back_then_restarted_empty(fleet: DrillFleet, stub: Stub
 
 def test_database_refusing_connections(fleet: DrillFleet, stub: StubTarget, token: str) -> None:
     fleet.start()
-    triggers = create_triggers(fleet, token, 3)
-    wait_for(lambda: Execution.objects.filter(trigger_id__in=triggers).count() >= 6, timeout=30, what="runs")
+    triggers = firing(fleet, token, 3)
 
     fleet.gate.close()
     cut = time.monotonic()
@@ -281,8 +290,7 @@ def test_kill_9_of_the_launcher_and_the_worker_mid_launch(
 def test_a_beat_frozen_past_its_lock(fleet: DrillFleet, stub: StubTarget, token: str) -> None:
     fleet.start()
     fleet.processes.start("beat-2", ["bash", "-c", procfile_dev()["beat"]], **fleet.env)
-    triggers = create_triggers(fleet, token, 3)
-    wait_for(lambda: Execution.objects.filter(trigger_id__in=triggers).count() >= 6, timeout=30, what="runs")
+    triggers = firing(fleet, token, 3)
     fleet.processes.send("beat", signal.SIGSTOP)
     time.sleep(6 + 4)  # past the lock timeout (6 s in tests): the standby takes over
     fleet.processes.send("beat", signal.SIGCONT)
