@@ -680,8 +680,92 @@ def _transition(zone: ZoneInfo, before: datetime, after: datetime) -> datetime:
     return before + timedelta(seconds=high)
 
 
+def _walls(cron: CronExpr, start_wall: datetime) -> Iterator[datetime]:
+    """The expression's local walls from `start_wall` (inclusive) on, in wall order."""
+    for year, month, day, start in _days(cron, start_wall):
+        for h, m, s in _tods(cron, start):
+            yield datetime(year, month, day, h, m, s)  # noqa: DTZ001 - a naive local wall clock on purpose
+
+
+@dataclass(frozen=True)
+class _Repeat:
+    """A fall-back whose second copies a walk must interleave: walls [start_wall, end_wall) run again at
+    `offset` (the offset after the transition), after every first copy."""
+
+    start_wall: datetime
+    end_wall: datetime
+    offset: timedelta
+
+
+def _second_copies(
+    cron: CronExpr, zone: ZoneInfo, span: _Repeat, time_format: str
+) -> Iterator[tuple[datetime, str | None]]:
+    """The second copies of the expression's walls in the span: a lazy stream, so a per-second expression
+    inside a repeated hour costs the copies taken, not the hour's 3,600."""
+    for wall in _walls(cron, span.start_wall):
+        if wall >= span.end_wall:
+            return
+        shift = _duration_words((zone.utcoffset(wall) or _ZERO) - span.offset)
+        instant = wall - span.offset
+        local = instant.replace(tzinfo=UTC).astimezone(zone)
+        yield instant, f"repeated {shift}: second {wall.strftime(time_format)} ({_abbr(local)})"
+
+
+def _repeat_of(zone: ZoneInfo, wall: datetime, before: timedelta, after: timedelta) -> _Repeat:
+    """The repeated span around the repeated wall `wall` (offsets `before` > `after`): the transition T is
+    the first second whose offset is `after`, the span is walls [T + after, T + before)."""
+    transition = _transition(zone, wall - before, wall - after)
+    return _Repeat(transition + after, transition + before, after)
+
+
+def _elapsed_instants(
+    cron: CronExpr, zone: ZoneInfo, start_wall: datetime, repeat: _Repeat | None = None
+) -> Iterator[tuple[datetime, str | None]]:
+    """Elapsed-time instants (both copies of a repeated wall, none for a gap wall) of the walls from
+    `start_wall` on, in real-time order. A repeated span's second copies come from a lazy stream merged in
+    as soon as the first copies pass them; `repeat` starts one already under way (a walk that begins inside
+    a repeated span, or in its second copies: then `start_wall` is the span's end)."""
+    time_format = "%H:%M:%S" if cron.has_seconds else "%H:%M"
+    pending: Iterator[tuple[datetime, str | None]] = iter(())
+    head: tuple[datetime, str | None] | None = None
+    span_end: datetime | None = None
+    if repeat is not None:
+        pending = _second_copies(cron, zone, repeat, time_format)
+        head, span_end = next(pending, None), repeat.end_wall
+    walls = _walls(cron, start_wall)
+    while (wall := next(walls, None)) is not None:
+        # ZoneInfo always answers; `or _ZERO` only narrows the Optional (a zero offset stays zero).
+        before = zone.utcoffset(wall) or _ZERO
+        after = zone.utcoffset(wall.replace(fold=1)) or _ZERO
+        note: str | None = None
+        if before < after:  # a gap wall: none of its walls exist, go on from the gap's end
+            walls = _walls(cron, _transition(zone, wall - after, wall - before) + after)
+            continue
+        instant = wall - before
+        if before > after:
+            if span_end is None or wall >= span_end:
+                found = _repeat_of(zone, wall, before, after)
+                fresh = _second_copies(cron, zone, found, time_format)
+                if head is not None:  # two fall-backs within a span of walls: merge both streams
+                    fresh = heapq.merge([head], pending, fresh, key=lambda item: item[0])
+                pending = fresh
+                head, span_end = next(pending, None), found.end_wall
+            first_local = instant.replace(tzinfo=UTC).astimezone(zone)
+            note = (
+                f"repeated {_duration_words(before - after)}: first {wall.strftime(time_format)} "
+                f"({_abbr(first_local)})"
+            )
+        while head is not None and head[0] < instant:
+            yield head
+            head = next(pending, None)
+        yield instant, note
+    while head is not None:
+        yield head
+        head = next(pending, None)
+
+
 def _cron_instants(
-    cron: CronExpr, zone: ZoneInfo, start_wall: datetime
+    cron: CronExpr, zone: ZoneInfo, start_wall: datetime, repeat: _Repeat | None = None
 ) -> Iterator[tuple[datetime, str | None]]:
     """Naive-UTC instants (with DST notes) of the walls from `start_wall` on, in strictly increasing order.
 
@@ -690,10 +774,11 @@ def _cron_instants(
     when smaller it lies in a gap (spring forward). Elapsed-time expressions keep both copies of a repeated
     wall and drop gap walls; fixed-time expressions keep the first copy and move gap walls to the transition.
     """
+    if cron.elapsed_time:
+        yield from _elapsed_instants(cron, zone, start_wall, repeat)
+        return
     time_format = "%H:%M:%S" if cron.has_seconds else "%H:%M"
-    elapsed = cron.elapsed_time
-    heap: list[tuple[datetime, str | None]] = []  # elapsed: copies waiting for real-time order
-    gap_instant: datetime | None = None  # fixed: the transition several gap walls collapse into
+    gap_instant: datetime | None = None  # the transition several gap walls collapse into
     gap_walls: list[datetime] = []
     for year, month, day, start in _days(cron, start_wall):
         tods = _tods(cron, start)
@@ -706,27 +791,13 @@ def _cron_instants(
             if before == after:
                 instant, note = wall - before, None
                 gap = False
-            elif before > after:  # repeated wall
+            elif before > after:  # repeated wall: runs at the first copy
                 instant = wall - before
                 first_local = instant.replace(tzinfo=UTC).astimezone(zone)
-                repeated = _duration_words(before - after)
-                if elapsed:
-                    second = wall - after
-                    second_local = second.replace(tzinfo=UTC).astimezone(zone)
-                    heapq.heappush(
-                        heap,
-                        (
-                            second,
-                            f"repeated {repeated}: second {wall.strftime(time_format)} "
-                            f"({_abbr(second_local)})",
-                        ),
-                    )
-                    note = f"repeated {repeated}: first {wall.strftime(time_format)} ({_abbr(first_local)})"
-                else:
-                    note = (
-                        f"{wall.strftime(time_format)} occurs twice on {wall:%Y-%m-%d}; "
-                        f"runs at the first ({_abbr(first_local)})"
-                    )
+                note = (
+                    f"{wall.strftime(time_format)} occurs twice on {wall:%Y-%m-%d}; "
+                    f"runs at the first ({_abbr(first_local)})"
+                )
                 gap = False
             else:  # wall inside a gap
                 if gap_instant is not None and wall - after < gap_instant <= wall - before:
@@ -734,19 +805,12 @@ def _cron_instants(
                 else:
                     instant = _transition(zone, wall - after, wall - before)
                 note, gap = None, True
-                # A dense expression has up to 3,600 walls in a one-hour gap: jump over them (a fixed-time
-                # one after the few its note names), back into the same day when the gap ends on it.
-                if elapsed or len(gap_walls) >= 6:
+                # A dense expression has up to 3,600 walls in a one-hour gap: jump over them after the few
+                # its note names, back into the same day when the gap ends on it.
+                if len(gap_walls) >= 6:
                     resume = instant + after
                     same_day = (resume.year, resume.month, resume.day) == (year, month, day)
                     tods = _tods(cron, (resume.hour, resume.minute, resume.second)) if same_day else iter(())
-                if elapsed:
-                    continue
-            if elapsed:
-                while heap and heap[0][0] < instant:
-                    yield heapq.heappop(heap)
-                yield instant, note
-                continue
             if gap_instant is not None and instant != gap_instant:
                 yield gap_instant, _gap_note(gap_walls, gap_instant, zone, time_format)
                 gap_instant, gap_walls = None, []
@@ -759,8 +823,6 @@ def _cron_instants(
                 yield instant, note
     if gap_instant is not None:
         yield gap_instant, _gap_note(gap_walls, gap_instant, zone, time_format)
-    while heap:
-        yield heapq.heappop(heap)
 
 
 def _gap_note(walls: list[datetime], instant: datetime, zone: ZoneInfo, time_format: str) -> str:
@@ -795,6 +857,41 @@ def _start_wall(zone: ZoneInfo, lower: datetime) -> datetime:
     return wall.replace(microsecond=0)
 
 
+def _start(zone: ZoneInfo, lower: datetime, *, elapsed: bool) -> tuple[datetime, _Repeat | None]:
+    """Where a walk for the slots at or after `lower` (aware UTC) begins: lower's own wall, so a dense
+    expression walks no walls whose slots are all earlier. Inside a fall-back, an elapsed-time walk
+    begins with the span's second copies already under way (from lower's wall when lower is one of them);
+    a fixed-time one skips the walls whose only run is before lower. At a spring-forward, fixed-time walls
+    of the gap run at the transition, so the walk begins at the gap. Near the ends of the calendar, where
+    lower's wall cannot be shown, the older, wider start applies."""
+    try:
+        local = lower.astimezone(zone)
+        wall = local.replace(tzinfo=None, microsecond=0, fold=0)
+        if wall.year < _MIN_YEAR:
+            return _start_wall(zone, lower), None
+        first = zone.utcoffset(wall) or _ZERO
+        second = zone.utcoffset(wall.replace(fold=1)) or _ZERO
+        floor = lower.replace(tzinfo=None, microsecond=0)
+        if first > second:  # lower's wall is repeated: find the span it lies in
+            if local.fold:
+                transition = _transition(zone, floor - (first - second), floor)
+            else:
+                transition = _transition(zone, floor, floor + (first - second))
+            span = _Repeat(transition + second, transition + first, second)
+            if not elapsed:
+                return (span.end_wall if local.fold else wall), None
+            if local.fold:
+                return span.end_wall, _Repeat(wall, span.end_wall, second)
+            return wall, span
+        if not elapsed:
+            just_before = (lower - timedelta(microseconds=1)).astimezone(zone).utcoffset() or _ZERO
+            if just_before < (local.utcoffset() or _ZERO):  # lower is a spring-forward transition
+                return floor + just_before, None
+        return wall, None
+    except OverflowError:
+        return _start_wall(zone, lower), None
+
+
 def _slots(plan: _Plan, after: datetime) -> Iterator[tuple[datetime, str | None]]:
     """Aware UTC slots strictly after `after`, at or after start_at, at most end_at, increasing. (max_runs is
     the caller's: it depends on how many runs already happened.)"""
@@ -821,7 +918,8 @@ def _slots(plan: _Plan, after: datetime) -> Iterator[tuple[datetime, str | None]
         return
     lower_naive = lower.replace(tzinfo=None)
     end_naive = end.replace(tzinfo=None) if end is not None else None
-    for instant, note in _cron_instants(plan.cron, plan.zone, _start_wall(plan.zone, lower)):
+    start_wall, repeat = _start(plan.zone, lower, elapsed=plan.cron.elapsed_time)
+    for instant, note in _cron_instants(plan.cron, plan.zone, start_wall, repeat):
         if instant < lower_naive or (instant == lower_naive and not inclusive):
             continue
         if end_naive is not None and instant > end_naive:

@@ -462,6 +462,35 @@ def test_notes_for_gap_and_fold() -> None:
     assert lord_howe[0].note == "01:45 occurs twice on 2026-04-05; runs at the first (UTC+11:00)"
 
 
+def test_walks_that_begin_inside_a_repeated_hour() -> None:
+    """A walk from inside NY's repeated 01:00-02:00 starts at its own wall, so the copies it still owes must
+    come from the span's start: the second 01:00 of an hourly job is due after a first-copy 01:30."""
+    ny = "America/New_York"
+    hourly = next_fire_times(cron("0 * * * *", ny), utc("2026-11-01T05:30"), 2)  # 01:30 EDT
+    assert [f.slot for f in hourly] == [utc("2026-11-01T06:00"), utc("2026-11-01T07:00")]
+    assert hourly[0].note == "repeated hour: second 01:00 (EST)"
+    every_second = cron("* * * * * *", ny)
+    in_second_copy = next_fire_times(every_second, utc("2026-11-01T06:30"), 2)  # 01:30:00 EST
+    assert [f.slot for f in in_second_copy] == [utc("2026-11-01T06:30:01"), utc("2026-11-01T06:30:02")]
+    assert in_second_copy[0].note == "repeated hour: second 01:30:01 (EST)"
+    across = next_fire_times(every_second, utc("2026-11-01T05:59:59"), 2)  # the last first-copy second
+    assert [f.slot for f in across] == [utc("2026-11-01T06:00:00"), utc("2026-11-01T06:00:01")]
+    assert across[0].note == "repeated hour: second 01:00:00 (EST)"
+    leaving = next_fire_times(every_second, utc("2026-11-01T06:59:59"), 1)  # the last second copy
+    assert [(f.slot, f.note) for f in leaving] == [(utc("2026-11-01T07:00:00"), None)]
+    fixed = cron("0-59 0-59 1 * * *", ny)  # fixed time: the repeated hour runs once, at its first copy
+    assert next_slot(fixed, utc("2026-11-01T06:30")) == utc("2026-11-02T06:00")
+    assert next_slot(fixed, utc("2026-11-01T05:30")) == utc("2026-11-01T05:30:01")
+
+
+def test_a_fixed_time_walk_from_a_spring_forward_runs_the_gap_at_it() -> None:
+    ny = "America/New_York"
+    spec = cron("30 2 * * *", ny, start_at=utc("2026-03-08T07:00"))  # 03:00 EDT, the transition
+    got = next_fire_times(spec, utc("2026-03-01T00:00"), 2)
+    assert [f.slot for f in got] == [utc("2026-03-08T07:00"), utc("2026-03-09T06:30")]
+    assert got[0].note == "02:30 does not exist on 2026-03-08 (DST gap); runs at 03:00 EDT"
+
+
 def test_local_is_the_slot_in_the_trigger_zone() -> None:
     for fire in next_fire_times(cron("*/30 * * * *", "Asia/Kolkata"), NOW, 5):
         assert isinstance(fire, FireTime)
