@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test drill lint format bench bench-fire clean
+.PHONY: install run test drill lint format bench bench-fire bench-timing clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: install
 # A herd through the real fleet roles on PostgreSQL (BENCH_DATABASE_URL), beside the empty-task ceiling.
 bench-fire: install
 	$(BIN)/python benchmarks/fire_path.py
+
+# What one next slot costs where DST makes it hard (pure CPU, no services), beside the same expression in UTC.
+bench-timing: install
+	DEBUG=1 $(BIN)/python benchmarks/timing.py
 
 clean:
 	rm -rf $(VENV) staticfiles var .pytest_cache test-artifacts
