@@ -276,6 +276,8 @@ except json.JSONDecodeError as exc:
 # Token auth first: DRF answers an anonymous request with 401 only when the first authenticator sends a
 # challenge. Throttle rates are "N/second|minute|hour|day" (empty = off); the throttle counters live in the
 # default cache, so give the fleet a shared cache for them to hold across web processes.
+#: Lists count matching rows exactly up to this many, then report PostgreSQL's estimate (`count_estimated`).
+API_EXACT_COUNT_LIMIT = env_int("API_EXACT_COUNT_LIMIT", 10_000)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "toolkit.api.BearerTokenAuthentication",
@@ -285,7 +287,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["toolkit.api.GuardedJSONParser"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "toolkit.api.LimitOffsetPage",
+    "DEFAULT_PAGINATION_CLASS": "toolkit.api.KeysetPage",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50),
     "MAX_PAGE_SIZE": env_int("API_MAX_PAGE_SIZE", 200),
     "DEFAULT_THROTTLE_CLASSES": ["toolkit.api.UserRateThrottle"],

@@ -8,6 +8,8 @@ same in both — only the envelope and the field names differ.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import json
 import math
@@ -18,7 +20,7 @@ from typing import Any, cast
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.db import models
+from django.db import connections, models
 from django.utils.dateparse import parse_datetime
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import extend_schema_field
@@ -28,6 +30,7 @@ from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import FormParser, JSONParser
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 
 from toolkit import jsonshape, outage
 
@@ -133,6 +136,251 @@ class LimitOffsetPage(LimitOffsetPagination):
         if raw is None or raw == "":
             return 0
         return _query_int(self.offset_query_param, raw, minimum=0)
+
+    def get_count(self, queryset: Any) -> int:
+        self.count_estimated = False
+        if cast(Any, self.request).query_params.get("count") == "exact":
+            return super().get_count(queryset)
+        count, self.count_estimated = estimated_count(queryset)
+        return count
+
+    def get_paginated_response(self, data: Any) -> Response:
+        response = super().get_paginated_response(data)
+        response.data["count_estimated"] = self.count_estimated
+        return response
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        described = super().get_paginated_response_schema(schema)
+        described["properties"]["count"]["description"] = COUNT_HELP
+        described["properties"]["count_estimated"] = {"type": "boolean", "example": False}
+        return described
+
+
+COUNT_HELP = (
+    "Rows matching the filters: exact up to API_EXACT_COUNT_LIMIT (10,000), the planner's estimate above it "
+    "(`count_estimated` true) unless `?count=exact` asks for the full count."
+)
+
+
+def estimated_count(queryset: Any) -> tuple[int, bool]:
+    """(count, estimated): exact when the filtered rows are few, else PostgreSQL's estimate.
+
+    A list that polls `count(*)` over a million rows pays for every row on every request; counting at most
+    limit + 1 rows answers every small list exactly at a bounded cost, and beyond it a planner estimate
+    (one EXPLAIN, no rows read) is what a "1.2M triggers" badge needs. SQLite has no cheap estimate and
+    holds the small tables of a development machine: it is always counted."""
+    limit = int(getattr(settings, "API_EXACT_COUNT_LIMIT", 10_000))
+    bare = queryset.order_by()
+    connection = connections[bare.db]
+    if connection.vendor != "postgresql":
+        return bare.count(), False
+    capped = bare.values("pk")[: limit + 1].count()
+    if capped <= limit:
+        return capped, False
+    sql, params = bare.values("pk").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {sql}", params)
+        plan = cursor.fetchone()[0]
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return max(int(plan[0]["Plan"]["Plan Rows"]), limit + 1), True
+
+
+class KeysetPage(LimitOffsetPage):
+    """Keyset ("cursor") pages by default: `?limit=&cursor=`; `?offset=` still works for old clients.
+
+    An offset page costs every row before it (`?offset=50000` reads 50,050 rows); a cursor names the last
+    row seen, so the database seeks to it in the index the ordering uses and every page costs the same.
+    The ordering (the view's `?ordering=` or the model's) is made total with the primary key, NULLs sort
+    as PostgreSQL sorts them by default (last ascending, first descending) on every database, so one
+    (scope, field, id) index serves both directions. Cursors are opaque, tied to the ordering they were
+    made for, and a malformed or foreign one is a 400 naming `cursor`."""
+
+    cursor_query_param = "cursor"
+
+    def paginate_queryset(self, queryset: Any, request: Any, view: Any = None) -> list[Any] | None:
+        self.request = request
+        self.limit = self.get_limit(request)
+        if self.limit is None:
+            return None
+        raw_cursor = request.query_params.get(self.cursor_query_param)
+        if request.query_params.get(self.offset_query_param) not in (None, "") and not raw_cursor:
+            self.keyset = False  # ordered like a cursor page, so ties cannot swap between two offset pages
+            return super().paginate_queryset(_sorted(queryset, _ordering_of(queryset)), request, view)
+        self.keyset = True
+        self.order = _ordering_of(queryset)
+        self.count = self.get_count(queryset)
+        position, backwards = self._decode(raw_cursor, queryset.model) if raw_cursor else (None, False)
+        order = [(name, not descending) for name, descending in self.order] if backwards else self.order
+        rows = _keyset_rows(queryset, order, position, self.limit + 1)
+        more = len(rows) > self.limit
+        rows = rows[: self.limit]
+        if backwards:
+            rows.reverse()
+        self.rows = rows
+        # An empty page (a cursor past the last row) links nowhere: there is no row to name.
+        self.has_next = bool(rows) and (more or backwards)
+        self.has_previous = bool(rows) and (more if backwards else raw_cursor is not None)
+        return rows
+
+    def get_paginated_response(self, data: Any) -> Response:
+        if not self.keyset:
+            return super().get_paginated_response(data)
+        return Response(
+            {
+                "count": self.count,
+                "count_estimated": self.count_estimated,
+                "next": self._link(self.rows[-1], backwards=False) if self.has_next and self.rows else None,
+                "previous": self._link(self.rows[0], backwards=True)
+                if self.has_previous and self.rows
+                else None,
+                "results": data,
+            }
+        )
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        described = super().get_paginated_response_schema(schema)
+        described["properties"]["next"]["description"] = "The next page (a `cursor=` link), or null."
+        return described
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        return [
+            *super().get_schema_operation_parameters(view),
+            {
+                "name": self.cursor_query_param,
+                "required": False,
+                "in": "query",
+                "description": "Opaque position from a `next`/`previous` link: every page costs the same.",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "count",
+                "required": False,
+                "in": "query",
+                "description": "`exact` for a full count instead of the estimate above 10,000 rows.",
+                "schema": {"type": "string", "enum": ["exact"]},
+            },
+        ]
+
+    # Cursors
+
+    def _link(self, row: Any, *, backwards: bool) -> str:
+        values = [_cursor_value(getattr(row, name)) for name, _ in self.order]
+        token = json.dumps({"o": _order_text(self.order), "v": values, "b": backwards}, separators=(",", ":"))
+        cursor = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+        url = cast(Any, self.request).build_absolute_uri()
+        url = remove_query_param(url, self.offset_query_param)
+        return replace_query_param(url, self.cursor_query_param, cursor)
+
+    def _decode(self, raw: str, model: type[models.Model]) -> tuple[list[Any], bool]:
+        """The position a cursor names, each value read by its model field (a bad one is a 400 here, not
+        a database error on the query)."""
+        values: list[Any] = []
+        backwards: Any = None
+        try:
+            token = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+            raw_values, backwards = token["v"], token["b"]
+            fits = token["o"] == _order_text(self.order) and len(raw_values) == len(self.order)
+            if fits:
+                for (name, _), value in zip(self.order, raw_values, strict=True):
+                    field = cast("models.Field[Any, Any]", model._meta.get_field(name))
+                    values.append(None if value is None else field.to_python(value))
+        except (ValueError, TypeError, KeyError, AttributeError, binascii.Error, DjangoValidationError):
+            fits = False
+        if not fits or not isinstance(backwards, bool):
+            raise exceptions.ValidationError(
+                {self.cursor_query_param: ["is not a cursor from this list (follow `next`/`previous` links)"]}
+            )
+        return values, backwards
+
+
+def _order_text(order: list[tuple[str, bool]]) -> str:
+    return ",".join(("-" if descending else "") + name for name, descending in order)
+
+
+def _cursor_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if value is None or isinstance(value, (int, float, str, bool)):
+        return value
+    return str(value)  # UUID, Decimal
+
+
+def _ordering_of(queryset: Any) -> list[tuple[str, bool]]:
+    """The queryset's ordering as (field, descending) pairs, made total with the primary key."""
+    meta = queryset.model._meta
+    names = list(queryset.query.order_by or meta.ordering or ["-pk"])
+    order: list[tuple[str, bool]] = []
+    for item in names:
+        if not isinstance(item, str) or "__" in item or item.lstrip("-") == "?":
+            raise exceptions.ValidationError({"ordering": ["cannot be paged by cursor; use offset"]})
+        name = item.lstrip("-")
+        name = meta.pk.name if name == "pk" else name
+        order.append((name, item.startswith("-")))
+    if meta.pk.name not in (name for name, _ in order):
+        order.append((meta.pk.name, order[-1][1] if order else True))
+    return order
+
+
+def _sorted(queryset: Any, order: list[tuple[str, bool]]) -> Any:
+    meta = queryset.model._meta
+    terms = []
+    for name, descending in order:
+        nullable = meta.get_field(name).null
+        field = models.F(name)
+        if descending:
+            terms.append(field.desc(nulls_first=True) if nullable else field.desc())
+        else:
+            terms.append(field.asc(nulls_last=True) if nullable else field.asc())
+    return queryset.order_by(*terms)
+
+
+def _after(order: list[tuple[str, bool]], values: list[Any], nullable: list[bool]) -> models.Q:
+    """Rows strictly after `values` in `order` (NULLs last ascending, first descending)."""
+    (name, descending), value, can_be_null = order[0], values[0], nullable[0]
+    if value is None:
+        beyond = models.Q(**{f"{name}__isnull": False}) if descending else models.Q(pk__in=[])
+        same = models.Q(**{f"{name}__isnull": True})
+    else:
+        beyond = models.Q(**{f"{name}__{'lt' if descending else 'gt'}": value})
+        if can_be_null and not descending:
+            beyond |= models.Q(**{f"{name}__isnull": True})
+        same = models.Q(**{name: value})
+    if len(order) == 1:
+        return beyond
+    return beyond | (same & _after(order[1:], values[1:], nullable[1:]))
+
+
+def _keyset_rows(
+    queryset: Any, order: list[tuple[str, bool]], position: list[Any] | None, n: int
+) -> list[Any]:
+    """Up to n rows after `position` (None: from the start). With one field before the key, the condition
+    is written so the database can seek: `field >= v AND (field > v OR id > x)` is an index range, where
+    the equivalent OR alone is a scan from the start. A nullable field's NULL rows form their own range,
+    read after (ascending) or before (descending) the others."""
+    meta = queryset.model._meta
+    nullable = [meta.get_field(name).null for name, _ in order]
+    if position is None:
+        return list(_sorted(queryset, order)[:n])
+    if len(order) != 2:
+        return list(_sorted(queryset, order).filter(_after(order, position, nullable))[:n])
+    (name, descending), (key, _) = order
+    value, last_key = position
+    seek = "lt" if descending else "gt"
+    if value is None:  # inside the NULL rows
+        rows = list(
+            _sorted(queryset, order).filter(**{f"{name}__isnull": True, f"{key}__{seek}": last_key})[:n]
+        )
+        if descending and len(rows) < n:
+            rows += list(_sorted(queryset, order).filter(**{f"{name}__isnull": False})[: n - len(rows)])
+        return rows
+    bound = models.Q(**{f"{name}__{seek}e": value}) & (
+        models.Q(**{f"{name}__{seek}": value}) | models.Q(**{f"{key}__{seek}": last_key})
+    )
+    rows = list(_sorted(queryset, order).filter(bound)[:n])
+    if nullable[0] and not descending and len(rows) < n:
+        rows += list(_sorted(queryset, order).filter(**{f"{name}__isnull": True})[: n - len(rows)])
+    return rows
 
 
 _QUERY_INT_MAX = 10**12  # far beyond any real table, and far inside every database's integer range
