@@ -152,6 +152,12 @@ class Execution(models.Model):
             models.Index(fields=["trigger", "status"], name="execution_trigger_status"),
             models.Index(fields=["trigger", "-slot"], name="execution_trigger_slot"),
             models.Index(fields=["status", "updated_at"], name="execution_status_updated"),
+            # The history lists, newest first (keyset pages seek into these): one trigger's runs, and the
+            # runs of one status (`?status=failed`, the admin's filters).
+            models.Index(fields=["trigger", "created_at"], name="execution_trigger_created"),
+            models.Index(fields=["status", "created_at"], name="execution_status_created"),
+            models.Index(fields=["origin", "created_at"], name="execution_origin_created"),
+            models.Index(fields=["run_id"], name="execution_run_id", condition=~Q(run_id="")),
         ]
 
     def __str__(self) -> str:

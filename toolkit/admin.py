@@ -14,17 +14,20 @@ from zoneinfo import ZoneInfo
 import redis
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.paginator import Paginator
 from django.db import models
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_POST
 
 from toolkit import clock
+from toolkit.api import estimated_count
 from toolkit.enums import Choices
 
 if TYPE_CHECKING:
@@ -139,6 +142,16 @@ def duration_text(milliseconds: float | None) -> str:
         return f"{milliseconds:.0f} ms"
     seconds = milliseconds / 1000
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+class EstimatedCountPaginator(Paginator):
+    """The changelist's paginator with `toolkit.api.estimated_count`: Django's counts every matching row on
+    every page load (a second or more at ten million executions), where "page 3 of ~200,000" is all the
+    page shows. Pair with `show_full_result_count = False`, which drops the second, unfiltered count."""
+
+    @cached_property
+    def count(self) -> int:
+        return estimated_count(self.object_list)[0]
 
 
 class ReadOnlyAdminMixin:

@@ -53,7 +53,9 @@ def expected(ordering: str, triggers: list[Trigger]) -> list[str]:
     name = ordering.lstrip("-")
     descending = ordering.startswith("-")
     fresh = list(Trigger.objects.filter(pk__in=[t.pk for t in triggers]))
-    present = sorted((t for t in fresh if getattr(t, name) is not None), key=lambda t: (getattr(t, name), t.pk))
+    present = sorted(
+        (t for t in fresh if getattr(t, name) is not None), key=lambda t: (getattr(t, name), t.pk)
+    )
     nulls = sorted((t for t in fresh if getattr(t, name) is None), key=lambda t: t.pk)
     ordered = present + nulls
     return [str(t.pk) for t in (reversed(ordered) if descending else ordered)]
@@ -84,7 +86,7 @@ def test_every_row_once_in_every_ordering_both_ways(user, rows, ordering: str) -
     assert back_seen + [row["id"] for row in forward[-1]["results"]] == seen
 
 
-def test_the_default_order_is_newest_first_and_a_page_holds_when_rows_arrive(user, rows, frozen_clock) -> None:
+def test_the_default_order_is_newest_first_and_a_page_holds_as_rows_arrive(user, rows, frozen_clock) -> None:
     api = client_for(user)
     first = api.get(f"{TRIGGERS}?limit=4").json()
     assert [row["id"] for row in first["results"]] == expected("-created_at", rows)[:4]
