@@ -215,6 +215,18 @@ class GuardedJSONParser(JSONParser):
         return data
 
 
+class AnyContentJSONParser(GuardedJSONParser):
+    """The same guarded JSON, whatever the declared content type: for the adapter routes only.
+
+    Clients of the systems those routes replace post JSON without saying so — the earlier scheduler's
+    documented browser snippet is `fetch(url, {method: "POST", body: JSON.stringify(...)})`, which sends
+    `text/plain;charset=UTF-8`, and `curl -d` sends a form type. Answering them 415 would break clients that
+    worked; reading the body as JSON keeps them working, and a body that is not JSON is still a 400 naming
+    the problem (`body: JSON parse error - ...`)."""
+
+    media_type = "*/*"
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
