@@ -3,7 +3,10 @@ camelCase bodies, `{"success": …}` envelopes, the same authentication as `/api
 
 They are adapters, not a second implementation: they translate names and call the same services, and their
 errors come from the same exception handler (`error_style = "compat"` only changes the envelope to
-`{"success": false, "error": "cronExpression: …"}`).
+`{"success": false, "error": "cronExpression: …"}`). What is that system's own is kept as it defined it: a
+JSON body read whatever its content type (its browser snippet posts `text/plain`), history in its three
+words (`HistoryStatus`) with its statistics (`history_stats`), and a `triggerId` that can be registered
+again after an unregister (`services.trigger_restore`).
 """
 
 from __future__ import annotations
