@@ -504,7 +504,8 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
             view_class = view_classes.get((path, method))
             style = getattr(view_class, "error_style", "v1")
             responses = operation.setdefault("responses", {})
-            for code in _error_codes(path, method, operation, compat=style == "compat"):
+            # An adapter's routes can all answer 400 (a bad body, query or name) and 404.
+            for code in _error_codes(path, method, operation, compat=style in _ERROR_SCHEMAS):
                 responses.setdefault(code, _error_response(code, style=style))
     return result
 

@@ -29,7 +29,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from schedules import services
+from schedules import services, validation
 from schedules.api.serializers import DomainInteger, DomainText, JSONObjectField
 from schedules.models import Trigger, TriggerKind, TriggerStatus
 from toolkit.api import BODY_FIELD, NON_FIELD, AnyContentJSONParser, GuardedJSONParser, InstantField
@@ -133,9 +133,15 @@ class FlowsView(APIView):
     }
 
 
+def _flow_name(name: str) -> str:
+    """The flow's name as the domain stores it (a workflow id). A name no trigger could have (a NUL, too
+    long) is a 400 naming `name`, rather than a query the database refuses (a 500)."""
+    return validation.clean_fields({"workflow_id": name})["workflow_id"]
+
+
 def _flow_triggers(request: Request, name: str):
     """The caller's live triggers that start flow `name` (staff: everyone's)."""
-    return Trigger.objects.visible_to(request.user).filter(workflow_id=name)
+    return Trigger.objects.visible_to(request.user).filter(workflow_id=_flow_name(name))
 
 
 class FlowScheduleCreateView(FlowsView):

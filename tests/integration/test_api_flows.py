@@ -196,6 +196,7 @@ def test_delete_names_the_flow_the_schedule_belongs_to(api, user) -> None:
                      id="description-not-text"),
         pytest.param('{"cron": ', "body: JSON parse error - ", None, id="broken-json"),
         pytest.param("[]", "body: must be a JSON object", None, id="array-body"),
+        pytest.param('{"cron": "* * * * *", "input": {"a\\u0000": 1}}', "input", None, id="nul-in-input"),
     ],
 )  # fmt: skip
 def test_bad_input_is_a_400_naming_the_field_and_saves_nothing(api, body, message, data) -> None:
@@ -213,6 +214,20 @@ def test_a_flow_name_too_long_is_a_400_naming_it(api) -> None:
     assert response.status_code == 400
     assert error_of(response)["statusMessage"].startswith("name: ")
     assert not Trigger.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        pytest.param("get", "/api/_flows/a%00b/schedules", id="list"),
+        pytest.param("delete", f"/api/_flows/a%00b/schedules/{uuid.uuid4()}", id="delete"),
+        pytest.param("get", f"/api/_flows/{'f' * 201}/schedules", id="list-too-long"),
+    ],
+)
+def test_a_name_no_flow_could_have_is_a_400_naming_it(api, method: str, path: str) -> None:
+    response = getattr(api, method)(path)
+    assert response.status_code == 400, response.content
+    assert error_of(response)["statusMessage"].startswith("name: ")
 
 
 def test_body_without_the_json_header_is_read_as_json(api) -> None:
