@@ -307,7 +307,8 @@ SPECTACULAR_SETTINGS = {
         "`POST /api/v1/auth/token/`. You see and change only your own triggers and executions: another "
         "user's id answers 404. Instants are ISO 8601 with an offset. Errors: 400 `{field: [messages]}`, "
         'otherwise `{"detail": message}`; the compatible `/api/scheduler/` endpoints answer '
-        '`{"success": false, "error": "field: message"}`.'
+        '`{"success": false, "error": "field: message"}`, and the flows API (`/api/_flows/`) its server\'s '
+        '`{"error": true, "statusCode", "statusMessage": "field: message", "message", "data"}`.'
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -333,6 +334,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "executions", "description": "Runs: scheduled, caught up, manual; their attempts."},
         {"name": "schedules", "description": "Cron preview and presets, for forms validating as you type."},
         {"name": "compat", "description": "Endpoints of the earlier scheduler (camelCase, exact shapes)."},
+        {"name": "flows", "description": "The flows scheduling API (`/api/_flows/`), its exact shapes."},
     ],
 }
 

@@ -26,6 +26,7 @@ urlpatterns = [
     path("api/v1/", include("schedules.api.urls")),
     path("api/v1/", include("executions.api.urls")),
     path("api/scheduler/", include("schedules.api.compat_urls")),
+    path("api/_flows/", include("schedules.api.flows_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

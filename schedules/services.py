@@ -54,9 +54,7 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
     for required in ("name", "workflow_id"):
         if required not in cleaned:
             raise ValidationError({required: ["this field is required"]})
-    cap = settings.SCHEDULER_MAX_TRIGGERS_PER_OWNER
-    if Trigger.objects.live().filter(owner=owner).count() >= cap:
-        raise ValidationError({"owner": [f"limit of {cap} triggers per owner reached"]})
+    _check_owner_cap(owner)
     trigger = Trigger(owner=owner, **cleaned)
     if id is not None:
         trigger.id = id
@@ -75,10 +73,16 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
     return trigger
 
 
-@transaction.atomic
-def trigger_update(*, trigger: Trigger, **fields: Any) -> Trigger:
-    now = clock.now()
-    trigger = Trigger.objects.select_for_update().get(pk=trigger.pk)
+def _check_owner_cap(owner) -> None:
+    cap = settings.SCHEDULER_MAX_TRIGGERS_PER_OWNER
+    if Trigger.objects.live().filter(owner=owner).count() >= cap:
+        raise ValidationError({"owner": [f"limit of {cap} triggers per owner reached"]})
+
+
+def _apply_fields(trigger: Trigger, fields: dict[str, Any], *, now: datetime, check_all: bool) -> bool:
+    """Validate `fields` over the trigger's current values and set them on the instance (nothing is saved).
+    Returns whether the schedule changed. The schedule is checked only when it changed (an edit of the
+    name must not fail because an old schedule's end has since passed), unless `check_all`."""
     if "delay_ms" in fields:
         fields["run_at"] = validation.delay_to_run_at(fields.pop("delay_ms"), now=now)
     cleaned = validation.clean_fields(fields)
@@ -88,10 +92,21 @@ def trigger_update(*, trigger: Trigger, **fields: Any) -> Trigger:
     schedule_changed = any(values[f] != getattr(trigger, f) for f in validation.SCHEDULE_FIELDS)
     jitter_changed = values["jitter_seconds"] != trigger.jitter_seconds
     validation.validate_schedule(
-        values, now=now, check_schedule=schedule_changed, check_jitter=schedule_changed or jitter_changed
+        values,
+        now=now,
+        check_schedule=check_all or schedule_changed,
+        check_jitter=check_all or schedule_changed or jitter_changed,
     )
     for field, value in values.items():
         setattr(trigger, field, value)
+    return schedule_changed
+
+
+@transaction.atomic
+def trigger_update(*, trigger: Trigger, **fields: Any) -> Trigger:
+    now = clock.now()
+    trigger = Trigger.objects.select_for_update().get(pk=trigger.pk)
+    schedule_changed = _apply_fields(trigger, fields, now=now, check_all=False)
     if schedule_changed:
         trigger.schedule_changed_at = now
         if trigger.status == TriggerStatus.COMPLETED:
@@ -148,6 +163,37 @@ def trigger_delete(*, trigger: Trigger) -> None:
         trigger.next_run_at = None
         trigger.save(update_fields=["deleted_at", "next_run_at", "updated_at"])
     _sync_after_commit(trigger.pk)
+
+
+@transaction.atomic
+def trigger_restore(*, trigger: Trigger, paused: bool = False, **fields: Any) -> Trigger:
+    """Register a deleted trigger again, under its own id, with `fields` as its schedule.
+
+    Clients of the earlier scheduler unregister a `triggerId` and later register the same one, and expect
+    one history across both lives — so the row (its runs, counters and last slot) comes back rather than
+    a new one. It is checked as a new registration is (every field, the owner's cap), and catch-up never
+    looks before the restore (`schedule_changed_at`, `resumed_at`): slots that fell while it was deleted
+    are never replayed."""
+    now = clock.now()
+    trigger = Trigger.objects.select_for_update().get(pk=trigger.pk)
+    if trigger.deleted_at is None:
+        raise ValidationError({"id": ["is not deleted; update it instead"]})
+    _check_owner_cap(trigger.owner)
+    _apply_fields(trigger, fields, now=now, check_all=True)
+    trigger.deleted_at = None
+    trigger.schedule_changed_at = now
+    if paused:
+        trigger.status = TriggerStatus.PAUSED
+        trigger.paused_at = now
+    else:
+        trigger.status = TriggerStatus.ACTIVE
+        trigger.paused_at = None
+        trigger.resumed_at = now
+    trigger.paused_reason = ""
+    _refresh_next_run(trigger, now=now)
+    trigger.save()
+    _sync_after_commit(trigger.pk)
+    return trigger
 
 
 #: What the fire path changes on a trigger (`trigger_note_slots`), saved in bulk by `triggers_save_slots`.

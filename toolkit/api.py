@@ -463,6 +463,18 @@ class GuardedJSONParser(JSONParser):
         return data
 
 
+class AnyContentJSONParser(GuardedJSONParser):
+    """The same guarded JSON, whatever the declared content type: for the adapter routes only.
+
+    Clients of the systems those routes replace post JSON without saying so — the earlier scheduler's
+    documented browser snippet is `fetch(url, {method: "POST", body: JSON.stringify(...)})`, which sends
+    `text/plain;charset=UTF-8`, and `curl -d` sends a form type. Answering them 415 would break clients that
+    worked; reading the body as JSON keeps them working, and a body that is not JSON is still a 400 naming
+    the problem (`body: JSON parse error - ...`)."""
+
+    media_type = "*/*"
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -630,13 +642,34 @@ def api_exception_handler(exc: Exception, context: Mapping[str, Any]) -> Respons
     else:
         errors = {"detail": [str(response.data.get("detail", "")) if isinstance(response.data, dict) else ""]}
     errors = {_rename(field, renames): messages for field, messages in errors.items()}
-    if getattr(view, "error_style", "v1") == "compat":
+    style = getattr(view, "error_style", "v1")
+    if style == "compat":
         response.data = {"success": False, "error": one_line(errors)}
+    elif style == "flows":
+        response.data = flows_error(
+            response.status_code,
+            one_line(errors),
+            errors if response.status_code == status.HTTP_400_BAD_REQUEST else None,
+        )
     elif "detail" in errors and response.status_code != status.HTTP_400_BAD_REQUEST:
         response.data = {"detail": errors["detail"][0]}
     else:
         response.data = errors
     return response
+
+
+def flows_error(status_code: int, message: str, errors: Mapping[str, list[str]] | None = None) -> dict:
+    """The flows API's error body: what its server (Nitro/h3) answered for `createError`, so its clients'
+    `error.data.statusMessage` reads our message; `data` holds every field's problems on a 400."""
+    body: dict[str, Any] = {
+        "error": True,
+        "statusCode": status_code,
+        "statusMessage": message,
+        "message": message,
+    }
+    if errors:
+        body["data"] = dict(errors)
+    return body
 
 
 def _rename(field: str, renames: Mapping[str, str]) -> str:
@@ -659,6 +692,28 @@ ERROR_COMPONENTS: dict[str, dict[str, Any]] = {
         "properties": {"detail": {"type": "string", "description": "What went wrong."}},
         "required": ["detail"],
         "example": {"detail": "Not found."},
+    },
+    "FlowsError": {
+        "type": "object",
+        "properties": {
+            "error": {"type": "boolean", "enum": [True]},
+            "statusCode": {"type": "integer", "description": "The HTTP status, repeated."},
+            "statusMessage": {"type": "string", "description": "The problem, naming the field."},
+            "message": {"type": "string", "description": "The same text as `statusMessage`."},
+            "data": {
+                "type": "object",
+                "description": "On a 400: each field's problems (`cron`, `delay`, `input`, ...).",
+                "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        "required": ["error", "statusCode", "statusMessage", "message"],
+        "example": {
+            "error": True,
+            "statusCode": 400,
+            "statusMessage": "cron: field 2 (hour): 25 is out of range 0-23",
+            "message": "cron: field 2 (hour): 25 is out of range 0-23",
+            "data": {"cron": ["field 2 (hour): 25 is out of range 0-23"]},
+        },
     },
     "CompatError": {
         "type": "object",
@@ -695,10 +750,11 @@ def document_error_responses(result: dict[str, Any], generator: Any, request: An
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             view_class = view_classes.get((path, method))
-            compat = getattr(view_class, "error_style", "v1") == "compat"
+            style = getattr(view_class, "error_style", "v1")
             responses = operation.setdefault("responses", {})
-            for code in _error_codes(path, method, operation, compat=compat):
-                responses.setdefault(code, _error_response(code, compat=compat))
+            # An adapter's routes can all answer 400 (a bad body, query or name) and 404.
+            for code in _error_codes(path, method, operation, compat=style in _ERROR_SCHEMAS):
+                responses.setdefault(code, _error_response(code, style=style))
     return result
 
 
@@ -718,8 +774,11 @@ def _error_codes(path: str, method: str, operation: Mapping[str, Any], *, compat
     return codes
 
 
-def _error_response(code: str, *, compat: bool) -> dict[str, Any]:
-    name = "CompatError" if compat else "FieldErrors" if code == "400" else "ErrorDetail"
+_ERROR_SCHEMAS = {"compat": "CompatError", "flows": "FlowsError"}
+
+
+def _error_response(code: str, *, style: str) -> dict[str, Any]:
+    name = _ERROR_SCHEMAS.get(style) or ("FieldErrors" if code == "400" else "ErrorDetail")
     response: dict[str, Any] = {
         "description": _ERROR_DESCRIPTIONS[code],
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},

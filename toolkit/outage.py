@@ -54,10 +54,12 @@ def retry_after() -> int:
 
 def body(dependency: str, *, style: str = "v1") -> dict[str, Any]:
     """The error body: the API's `{"detail": ...}` with the problem-details members beside it (RFC 9457),
-    or the compat API's `{"success": false, "error": ...}`."""
+    or the compat API's `{"success": false, "error": ...}`, or the flows API's `{"error": true, ...}`."""
     detail = f"the {dependency} is unavailable; try again shortly"
     if style == "compat":
         return {"success": False, "error": detail}
+    if style == "flows":
+        return {"error": True, "statusCode": 503, "statusMessage": detail, "message": detail}
     return {
         "detail": detail,
         "type": "about:blank",

@@ -3,7 +3,10 @@ camelCase bodies, `{"success": …}` envelopes, the same authentication as `/api
 
 They are adapters, not a second implementation: they translate names and call the same services, and their
 errors come from the same exception handler (`error_style = "compat"` only changes the envelope to
-`{"success": false, "error": "cronExpression: …"}`).
+`{"success": false, "error": "cronExpression: …"}`). What is that system's own is kept as it defined it: a
+JSON body read whatever its content type (its browser snippet posts `text/plain`), history in its three
+words (`HistoryStatus`) with its statistics (`history_stats`), and a `triggerId` that can be registered
+again after an unregister (`services.trigger_restore`).
 """
 
 from __future__ import annotations
@@ -12,25 +15,77 @@ import uuid
 from typing import TYPE_CHECKING, Any, cast
 
 from django.db import IntegrityError, transaction
+from django.db.models import Avg, Count, Q, QuerySet
 from drf_spectacular.utils import OpenApiExample, extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound, ValidationError
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from executions.api.views import visible_executions
-from executions.models import Execution
-from executions.stats import trigger_stats
+from executions.models import FINISHED_STATUSES, Execution, ExecutionStatus
 from schedules import services
 from schedules.api.serializers import DomainText
 from schedules.models import Trigger, TriggerKind, TriggerStatus
-from toolkit.api import InstantField
+from toolkit.api import AnyContentJSONParser, GuardedJSONParser, InstantField
+from toolkit.enums import Choices
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
 HISTORY_LIMIT_MAX = 1000
+
+
+class HistoryStatus(Choices):
+    """The earlier scheduler's run states (`workflow_schedule_executions.status`): its clients test
+    `status === 'success'`, so history answers in these words, never in ours."""
+
+    SUCCESS = "success", "The run succeeded"
+    FAILED = "failed", "The run failed, timed out or was cancelled"
+    SKIPPED = "skipped", "Due, but a policy decided not to run it"
+
+
+#: Which of our finished states each of its words covers. That system wrote a row only once a run had
+#: ended, so unfinished runs (pending, waiting, queued, running) are not in its history yet; a run we
+#: cancelled did not do its work, which that system could only call a failure.
+HISTORY_STATUSES: dict[HistoryStatus, frozenset[str]] = {
+    HistoryStatus.SUCCESS: frozenset({ExecutionStatus.SUCCEEDED}),
+    HistoryStatus.FAILED: frozenset(
+        {ExecutionStatus.FAILED, ExecutionStatus.TIMED_OUT, ExecutionStatus.CANCELLED}
+    ),
+    HistoryStatus.SKIPPED: frozenset({ExecutionStatus.SKIPPED}),
+}
+_HISTORY_STATUS_OF = {ours: word for word, statuses in HISTORY_STATUSES.items() for ours in statuses}
+
+
+def history_stats(rows: QuerySet[Execution]) -> dict[str, Any]:
+    """Statistics as that system defined them (one aggregate query): `total` counts every finished run,
+    skipped ones included, and `successRate` is `successful / total` in percent, one decimal (95 successes
+    of 100 runs, 2 of them skipped, is 95.0) — None when there is no run yet; `avgDurationMs` averages the
+    runs that have a duration."""
+    figures = rows.aggregate(
+        total=Count("pk"),
+        **{
+            key: Count("pk", filter=Q(status__in=HISTORY_STATUSES[word]))
+            for key, word in (
+                ("successful", HistoryStatus.SUCCESS),
+                ("failed", HistoryStatus.FAILED),
+                ("skipped", HistoryStatus.SKIPPED),
+            )
+        },
+        avg=Avg("duration_ms"),
+    )
+    total = figures["total"]
+    return {
+        "total": total,
+        "successful": figures["successful"],
+        "failed": figures["failed"],
+        "skipped": figures["skipped"],
+        "successRate": round(100 * figures["successful"] / total, 1) if total else None,
+        "avgDurationMs": None if figures["avg"] is None else round(figures["avg"]),
+    }
+
 
 # --- Bodies -----------------------------------------------------------------------------------------------
 
@@ -70,7 +125,7 @@ class CompatExecutionSerializer(serializers.Serializer):
         help_text="The slot; for a manual run, when it was asked for."
     )
     executedAt = InstantField(source="started_at", allow_null=True)
-    status = serializers.CharField()
+    status = serializers.SerializerMethodField(help_text="success, failed or skipped.")
     error = serializers.SerializerMethodField()
     runId = serializers.SerializerMethodField()
     durationMs = serializers.IntegerField(source="duration_ms", allow_null=True)
@@ -81,7 +136,12 @@ class CompatExecutionSerializer(serializers.Serializer):
             execution.slot or execution.requested_at or execution.created_at
         )
 
+    def get_status(self, execution: Execution) -> HistoryStatus:
+        return _HISTORY_STATUS_OF[execution.status]
+
     def get_error(self, execution: Execution) -> str | None:
+        if execution.status == ExecutionStatus.CANCELLED:
+            return execution.error or "cancelled"
         return execution.error or None
 
     def get_runId(self, execution: Execution) -> str | None:
@@ -89,6 +149,7 @@ class CompatExecutionSerializer(serializers.Serializer):
 
     def get_metadata(self, execution: Execution) -> dict[str, Any]:
         return {
+            "state": execution.status,  # ours, finer than that system's three words
             "origin": execution.origin,
             "attempts": execution.attempts,
             "skipReason": execution.skip_reason or None,
@@ -125,11 +186,19 @@ def _own_trigger(user, trigger_id: uuid.UUID) -> Trigger:
     return trigger
 
 
+def _owned_with_deleted(user) -> QuerySet[Trigger]:
+    """The user's triggers, unregistered ones included (their history outlives them); staff see all."""
+    user = cast("User", user)  # IsAuthenticated (the default permission) rules out AnonymousUser
+    return Trigger.objects.all() if user.is_staff else Trigger.objects.filter(owner=user)
+
+
 def _ok(message: str) -> Response:
     return Response({"success": True, "message": message})
 
 
 class CompatView(APIView):
+    # The earlier scheduler's browser snippet posts a JSON string with no headers (text/plain).
+    parser_classes = [GuardedJSONParser, AnyContentJSONParser]
     error_style = "compat"
     error_field_names = {
         "name": "workflowId",  # the name defaults to the workflowId, so that is what a too-long name was
@@ -150,7 +219,8 @@ def _compat_schema(
     return extend_schema(
         operation_id=operation_id,
         summary=summary,
-        request=request,
+        # Any content type is read as JSON; text/plain is what `fetch` sends for a string body.
+        request={"application/json": request, "text/plain": request},
         responses={200: ResultSerializer},
         tags=["compat"],
         examples=[
@@ -210,10 +280,15 @@ class RegisterView(CompatView):
 
     @staticmethod
     def _update(user, trigger_id: uuid.UUID, enabled: bool, fields: dict[str, Any]) -> None:
-        """Registering an existing id updates it, all or nothing (one transaction around the services)."""
-        if Trigger.objects.filter(pk=trigger_id, owner=user, deleted_at__isnull=False).exists():
-            # The row stays after unregister (its history is kept), so the id cannot be reused.
-            raise ValidationError({"triggerId": ["was unregistered; register the schedule under a new id"]})
+        """Registering an existing id updates it, all or nothing (one transaction around the services).
+        An id that was unregistered is registered again: the row (kept for its history) comes back, so
+        the history of both lives reads as one, as it did in that system."""
+        unregistered = _owned_with_deleted(user).filter(pk=trigger_id, deleted_at__isnull=False).first()
+        if unregistered is not None:
+            services.trigger_restore(
+                trigger=unregistered, paused=not enabled, name=fields["workflow_id"], **fields
+            )
+            return
         trigger = _own_trigger(user, trigger_id)
         trigger = services.trigger_update(trigger=trigger, **fields)
         if enabled and trigger.status == TriggerStatus.PAUSED:
@@ -272,11 +347,12 @@ class HistoryView(CompatView):
                             "workflowId": "wf-report",
                             "scheduledAt": "2026-03-02T17:00:00Z",
                             "executedAt": "2026-03-02T17:00:00.120000Z",
-                            "status": "succeeded",
+                            "status": "success",
                             "error": None,
                             "runId": "run-42",
                             "durationMs": 5120,
                             "metadata": {
+                                "state": "succeeded",
                                 "origin": "schedule",
                                 "attempts": 1,
                                 "skipReason": None,
@@ -300,11 +376,10 @@ class HistoryView(CompatView):
     def get(self, request: Request) -> Response:
         query = self.parse(HistoryQuerySerializer, request.query_params)
         # History outlives an unregister (deleted triggers keep their runs), so deleted ones are found too.
-        user = cast("User", request.user)  # IsAuthenticated (the default permission) rules out AnonymousUser
-        owned = Trigger.objects.all() if user.is_staff else Trigger.objects.filter(owner=user)
-        trigger = owned.filter(pk=query["triggerId"]).first()
+        trigger = _owned_with_deleted(request.user).filter(pk=query["triggerId"]).first()
         if trigger is None:
             raise _not_found()
-        rows = visible_executions(request.user).filter(trigger=trigger)[: query["limit"]]
-        figures = trigger_stats(trigger=trigger)
+        finished = visible_executions(request.user).filter(trigger=trigger, status__in=FINISHED_STATUSES)
+        rows = finished[: query["limit"]]
+        figures = history_stats(finished.order_by())
         return Response(HistorySerializer({"executions": rows, "stats": figures}).data)

@@ -54,7 +54,8 @@ EXPECTED_PATHS = {
     "/api/v1/triggers/{id}/executions/", "/api/v1/triggers/{id}/stats/", "/api/v1/executions/",
     "/api/v1/executions/{id}/", "/api/v1/executions/{id}/cancel/", "/api/v1/executions/{id}/rerun/",
     "/api/v1/cron/preview/", "/api/v1/presets/", "/api/scheduler/register/", "/api/scheduler/unregister/",
-    "/api/scheduler/pause/", "/api/scheduler/history/",
+    "/api/scheduler/pause/", "/api/scheduler/history/", "/api/_flows/{name}/schedule/",
+    "/api/_flows/{name}/schedules/", "/api/_flows/{name}/schedules/{id}/",
 }  # fmt: skip
 
 
@@ -133,7 +134,7 @@ def test_schema_lists_every_endpoint_with_examples_and_error_shapes(client) -> N
         if op.get("security") != [{}] and "security" in op
     )
     components = document["components"]["schemas"]
-    assert {"FieldErrors", "ErrorDetail", "CompatError"} <= set(components)
+    assert {"FieldErrors", "ErrorDetail", "CompatError", "FlowsError"} <= set(components)
     assert document["components"]["securitySchemes"]["tokenAuth"]["name"] == "Authorization"
     create = document["paths"]["/api/v1/triggers/"]["post"]
     assert create["requestBody"]["content"]["application/json"]["examples"]
@@ -142,6 +143,10 @@ def test_schema_lists_every_endpoint_with_examples_and_error_shapes(client) -> N
         "/CompatError"
     )
     assert compat["responses"]["200"]["content"]["application/json"]["examples"]
+    assert set(compat["requestBody"]["content"]) == {"application/json", "text/plain"}
+    flows = document["paths"]["/api/_flows/{name}/schedule/"]["post"]
+    assert flows["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/FlowsError")
+    assert flows["requestBody"]["content"]["application/json"]["examples"]
 
 
 def test_schema_generates_without_warnings_and_validates(tmp_path) -> None:

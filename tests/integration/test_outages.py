@@ -78,6 +78,14 @@ def test_every_request_gets_503_json_while_the_database_refuses_and_is_served_af
         answer = compat.get("/api/scheduler/history")
         assert answer.status_code == 503, answer.content[:300]
         assert answer.json()["success"] is False
+        flows = compat.get("/api/_flows/example-flow/schedules")
+        assert flows.status_code == 503, flows.content[:300]
+        assert flows.json() == {
+            "error": True,
+            "statusCode": 503,
+            "statusMessage": "the database is unavailable; try again shortly",
+            "message": "the database is unavailable; try again shortly",
+        }
         assert Client().get("/readyz").status_code == 503
 
     assert api.get("/api/v1/triggers/").status_code == 200, "served again, no restart"

@@ -216,6 +216,63 @@ def test_delete_is_soft_and_keeps_history(user, frozen_clock, django_capture_on_
     assert Trigger.objects.get(pk=trigger.pk).next_run_at is None
 
 
+def test_restore_brings_a_deleted_trigger_back_with_its_history(
+    user, frozen_clock, django_capture_on_commit_callbacks
+):
+    frozen_clock.set(utc(2026, 3, 2, 12, 0))
+    trigger = register(user)
+    Execution.objects.create(trigger=trigger, slot=utc(2026, 3, 2, 9), origin="schedule", status="succeeded")
+    services.trigger_delete(trigger=trigger)
+    frozen_clock.set(utc(2026, 3, 5, 12, 0))
+    with django_capture_on_commit_callbacks() as callbacks:
+        restored = services.trigger_restore(trigger=trigger, cron_expression="*/15 * * * *")
+    assert len(callbacks) == 1, "the beat entry is written again after commit"
+    row = Trigger.objects.get(pk=trigger.pk)
+    assert (row.deleted_at, row.status, row.cron_expression) == (None, TriggerStatus.ACTIVE, "*/15 * * * *")
+    assert row.next_run_at == restored.next_run_at == utc(2026, 3, 5, 12, 15)
+    assert row.schedule_changed_at == row.resumed_at == utc(2026, 3, 5, 12, 0)
+    assert Execution.objects.filter(trigger_id=trigger.pk).count() == 1
+    services.trigger_delete(trigger=row)
+    paused = services.trigger_restore(trigger=row, paused=True)
+    assert (paused.status, paused.paused_at, paused.next_run_at) == (
+        TriggerStatus.PAUSED,
+        utc(2026, 3, 5, 12, 0),
+        None,
+    )
+
+
+def test_restore_refuses_a_live_trigger_bad_fields_and_the_cap(user, frozen_clock, settings):
+    trigger = register(user)
+    with pytest.raises(ValidationError) as live:
+        services.trigger_restore(trigger=trigger)
+    assert field_of(live) == "id"
+    services.trigger_delete(trigger=trigger)
+    with pytest.raises(ValidationError) as bad:
+        services.trigger_restore(trigger=trigger, cron_expression="0 25 * * *")
+    assert field_of(bad) == "cron_expression"
+    assert Trigger.objects.get(pk=trigger.pk).deleted_at is not None, "nothing half-saved"
+    settings.SCHEDULER_MAX_TRIGGERS_PER_OWNER = 1
+    register(user, name="another")
+    with pytest.raises(ValidationError) as cap:
+        services.trigger_restore(trigger=trigger)
+    assert field_of(cap) == "owner"
+
+
+def test_restore_never_replays_the_slots_that_fell_while_deleted(user, frozen_clock):
+    from executions.services import execution_fire
+
+    frozen_clock.set(utc(2026, 3, 2, 11, 59, 30))
+    trigger = register(user, cron_expression="* * * * *", catchup_policy="fire_immediately")
+    frozen_clock.set(utc(2026, 3, 2, 12, 0))
+    assert len(execution_fire(trigger_id=trigger.pk, slot=utc(2026, 3, 2, 12, 0))) == 1
+    services.trigger_delete(trigger=trigger)
+    frozen_clock.set(utc(2026, 3, 2, 12, 10, 30))
+    services.trigger_restore(trigger=trigger)
+    frozen_clock.set(utc(2026, 3, 2, 12, 11))
+    (run,) = execution_fire(trigger_id=trigger.pk, slot=utc(2026, 3, 2, 12, 11))
+    assert run.slot == utc(2026, 3, 2, 12, 11), "minutes 1-10 fell while it was deleted"
+
+
 def test_visible_to(user, other_user, frozen_clock, django_user_model):
     mine = register(user)
     theirs = register(other_user)
