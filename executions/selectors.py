@@ -90,3 +90,8 @@ def taken_slots(
         "trigger_id", "slot"
     )
     return {(trigger_id, slot) for trigger_id, slot in rows if slot is not None}
+
+
+def last_runs(trigger: Trigger, *, limit: int = 10) -> list[Execution]:
+    """The trigger's latest recorded runs, newest first (scheduled, backfilled, manual alike)."""
+    return list(Execution.objects.filter(trigger=trigger).order_by("-created_at", "-slot")[:limit])
