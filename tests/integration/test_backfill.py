@@ -264,3 +264,15 @@ def test_api_another_users_trigger_is_a_404(hourly, other_user) -> None:
     response = client_for(other_user).post(url(trigger), body, format="json")
     assert response.status_code == 404
     assert not Execution.objects.exists()
+
+
+def test_a_one_off_whose_slot_was_lost_runs_once_and_completes(user, frozen_clock) -> None:
+    frozen_clock.set(hour(0))
+    trigger = services.trigger_register(owner=user, name="o", workflow_id="wf", kind="once", run_at=hour(2))
+    frozen_clock.set(NOW)  # its slot passed with no fire (Redis lost it, say)
+    first = execution_backfill(trigger=trigger, start=hour(0), end=hour(5))
+    assert [(s.slot, s.outcome) for s in first.slots] == [(hour(2), "created")]
+    assert Trigger.objects.get(pk=trigger.pk).status == TriggerStatus.COMPLETED
+    with pytest.raises(ValidationError):
+        execution_backfill(trigger=Trigger.objects.get(pk=trigger.pk), start=hour(0), end=hour(5))
+    assert Execution.objects.filter(trigger=trigger).count() == 1
