@@ -46,6 +46,7 @@ class ExecutionOrigin(models.TextChoices):
     CATCHUP = "catchup", "Catch-up — a slot missed while the fleet was down"
     MANUAL = "manual", "Manual — run now or re-run"
     TICK = "tick", "Tick — fired by the beat-less tick endpoint"
+    BACKFILL = "backfill", "Backfill — a past slot run on an operator's request"
 
 
 class Execution(models.Model):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db.models import Count
@@ -23,6 +24,25 @@ def recorded_slots(trigger: Trigger, candidates: list[datetime]) -> set[datetime
     """Which of `candidates` already have an execution (the unique key's side of catch-up)."""
     rows = Execution.objects.filter(trigger=trigger, slot__in=candidates).values_list("slot", flat=True)
     return {slot for slot in rows if slot is not None}
+
+
+class SlotRow(NamedTuple):
+    pk: uuid.UUID
+    status: str
+    skip_reason: str
+
+
+def executions_at_slots(trigger: Trigger, slots: Sequence[datetime]) -> dict[datetime, SlotRow]:
+    """The execution recorded at each of `slots` that has one (what a backfill leaves alone)."""
+    found: dict[datetime, SlotRow] = {}
+    for start in range(0, len(slots), 1000):  # a bounded IN list per query
+        rows = Execution.objects.filter(trigger=trigger, slot__in=slots[start : start + 1000]).values_list(
+            "slot", "pk", "status", "skip_reason"
+        )
+        for slot, pk, status, skip_reason in rows:
+            if slot is not None:
+                found[slot] = SlotRow(pk, status, skip_reason)
+    return found
 
 
 def running_and_waiting_of(
@@ -70,3 +90,8 @@ def taken_slots(
         "trigger_id", "slot"
     )
     return {(trigger_id, slot) for trigger_id, slot in rows if slot is not None}
+
+
+def last_runs(trigger: Trigger, *, limit: int = 10) -> list[Execution]:
+    """The trigger's latest recorded runs, newest first (scheduled, backfilled, manual alike)."""
+    return list(Execution.objects.filter(trigger=trigger).order_by("-created_at", "-slot")[:limit])

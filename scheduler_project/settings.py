@@ -236,6 +236,10 @@ FLOWER_URL = os.environ.get("FLOWER_URL", "http://127.0.0.1:5555/")
 SCHEDULER_MIN_INTERVAL_SECONDS = env_int("SCHEDULER_MIN_INTERVAL_SECONDS", 1)
 SCHEDULER_MAX_TRIGGERS_PER_OWNER = env_int("SCHEDULER_MAX_TRIGGERS_PER_OWNER", 1000)
 SCHEDULER_MAX_CATCHUP_SLOTS = env_int("SCHEDULER_MAX_CATCHUP_SLOTS", 100)
+# A backfill (a past range of a trigger's slots run on request) refuses a range holding more slots than this,
+# and a spread longer than this many seconds.
+SCHEDULER_MAX_BACKFILL_SLOTS = env_int("SCHEDULER_MAX_BACKFILL_SLOTS", 1000)
+SCHEDULER_MAX_BACKFILL_SPREAD_SECONDS = env_int("SCHEDULER_MAX_BACKFILL_SPREAD_SECONDS", 7 * 86_400)
 # Fires per `executions.fire_batch` message: one transaction records them all (it locks that many triggers).
 SCHEDULER_FIRE_BATCH_SIZE = env_int("SCHEDULER_FIRE_BATCH_SIZE", 200)
 # Fresh runs per `executions.launch_batch` message (targets whose calls can go out together: demo, http);

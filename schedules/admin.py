@@ -9,12 +9,14 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -22,7 +24,7 @@ from django.utils.safestring import SafeString
 from executions.admin import LatestExecutionsInline, execution_link
 from executions.models import UNSUCCESSFUL_STATUSES, Execution, ExecutionStatus
 from schedules import services, timing, validation
-from schedules.forms import TriggerAdminForm
+from schedules.forms import BackfillForm, TriggerAdminForm
 from schedules.models import Trigger, TriggerStatus
 from toolkit.admin import (
     UTC_ZONE,
@@ -160,6 +162,7 @@ class TriggerAdmin(OperationsMixin, admin.ModelAdmin):
     show_full_result_count = False  # a second count(*) of every trigger on each page load
     autocomplete_fields = ("owner",)
     operations = TRIGGER_OPERATIONS
+    actions = ("backfill",)
     radio_fields = {"kind": admin.HORIZONTAL}
     inlines = (LatestExecutionsInline,)
     change_form_template = "admin/change_form_with_operations.html"
@@ -280,6 +283,52 @@ class TriggerAdmin(OperationsMixin, admin.ModelAdmin):
         return format_html('<a href="{}?trigger__id__exact={}">All {} executions →</a>', url, obj.pk, count)
 
     # Writes, all through the services
+
+    @admin.action(description="Backfill a past range of the selected triggers…", permissions=["change"])
+    def backfill(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+        """An intermediate page asks for the range; once it is sent, each trigger is backfilled on its own
+        (one refusal does not stop the rest) and the message counts what became of its slots."""
+        from executions import services as execution_services
+
+        form = BackfillForm(request.POST if "apply" in request.POST else None)
+        if not form.is_bound or not form.is_valid():
+            context = {
+                **self.admin_site.each_context(request),
+                "title": "Backfill triggers",
+                "form": form,
+                "queryset": queryset,
+                "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                "opts": self.opts,
+            }
+            return TemplateResponse(request, "admin/schedules/trigger/backfill.html", context)
+        for trigger in queryset:
+            try:
+                report = execution_services.execution_backfill(
+                    trigger=trigger,
+                    start=form.cleaned_data["start"],
+                    end=form.cleaned_data["end"],
+                    dry_run=form.cleaned_data["dry_run"],
+                    spread_seconds=form.cleaned_data["spread_seconds"] or 0,
+                    launched_by=request.user.get_username()[:100],
+                )
+            except ValidationError as exc:
+                self.message_user(
+                    request, f"Could not backfill “{trigger}”: {'; '.join(exc.messages)}", messages.ERROR
+                )
+                continue
+            counts = report.as_json()["counts"]
+            if report.dry_run:
+                text = (
+                    f"Dry run of “{trigger}”: {counts['slots']} slots, "
+                    f"{counts['recorded']} already recorded, {counts['would_run']} would run."
+                )
+            else:
+                text = (
+                    f"Backfilled “{trigger}”: {counts['slots']} slots, {counts['created']} recorded now, "
+                    f"{counts['recorded']} already recorded, {counts['refused']} refused."
+                )
+            self.message_user(request, text, messages.SUCCESS)
+        return None
 
     def save_model(self, request: HttpRequest, obj: Trigger, form: TriggerAdminForm, change: bool) -> None:
         """Nothing to do: the form saved through `trigger_register` / `trigger_update` while validating."""

@@ -171,3 +171,23 @@ class TriggerAdminForm(forms.ModelForm):
         # Django's own save(commit=False) sets save_m2m on the instance the same way.
         self.save_m2m = lambda: None  # type: ignore[method-assign]
         return self.instance
+
+
+class BackfillForm(forms.Form):
+    """The range an operator asks the admin's backfill action to run. Only the types are checked here; the
+    range itself (in the past, not reversed, under the cap, a trigger that can still run) is the backfill
+    service's to judge, so its messages are the ones the API gives."""
+
+    start = forms.DateTimeField(
+        help_text="First instant of the range, inclusive (UTC, e.g. 2026-03-01 00:00)."
+    )
+    end = forms.DateTimeField(help_text="Last instant of the range, inclusive (UTC); not in the future.")
+    spread_seconds = forms.IntegerField(
+        min_value=0,
+        initial=0,
+        required=False,
+        help_text="Space the new runs' launches evenly over this many seconds (0: all at once).",
+    )
+    dry_run = forms.BooleanField(
+        required=False, initial=True, help_text="Only count the slots and those that already have a run."
+    )

@@ -201,7 +201,7 @@ SLOT_FIELDS = ("last_slot", "run_count", "last_run_at", "last_status", "next_run
 
 
 def trigger_note_slots(
-    *, trigger: Trigger, through: datetime, started: int, last_status: str, now: datetime
+    *, trigger: Trigger, through: datetime | None, started: int, last_status: str, now: datetime
 ) -> bool:
     """The fire path decided every slot up to `through` (recorded, skipped or held back); `started` of them
     were sent to launch and the last one recorded ended up `last_status`. Advances `last_slot` (the fence
@@ -210,8 +210,11 @@ def trigger_note_slots(
     changed (its beat entry must then go). Nothing is written: `triggers_save_slots` saves a whole batch
     in one statement, which is why this is split from the save.
 
+    `through=None` (a backfill of past slots) counts the runs but leaves `last_slot` where it is.
+
     `trigger` is the row the caller locked (`select_for_update`) in the transaction it is still in."""
-    trigger.last_slot = max(trigger.last_slot, through) if trigger.last_slot else through
+    if through is not None:
+        trigger.last_slot = max(trigger.last_slot, through) if trigger.last_slot else through
     if started:
         trigger.run_count += started
         trigger.last_run_at = now

@@ -67,6 +67,57 @@ class RunNowSerializer(serializers.Serializer):
     )
 
 
+class BackfillSerializer(serializers.Serializer):
+    """`POST /triggers/{id}/backfill/`: which past range to run. The domain checks the range itself (in
+    the past, not reversed, not more slots than the cap) so the command and the admin say the same."""
+
+    start = InstantField(help_text="First instant of the range (inclusive), with an offset.")
+    end = InstantField(help_text="Last instant of the range (inclusive), not in the future.")
+    dry_run = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="List the slots and which already have a run; change nothing.",
+    )
+    spread_seconds = serializers.IntegerField(
+        required=False,
+        default=0,
+        min_value=0,
+        help_text="Space the new runs' launches evenly over this many seconds instead of all at once.",
+    )
+
+
+class BackfillSlotSerializer(serializers.Serializer):
+    slot = serializers.DateTimeField(help_text="The slot (UTC).")
+    outcome = serializers.ChoiceField(
+        choices=["recorded", "would_run", "created", "refused"],
+        help_text="recorded: it already had a run, left alone; would_run: (dry run) it has none; created: "
+        "this backfill recorded it; refused: the trigger may not run it any more (max_runs reached).",
+    )
+    execution = serializers.UUIDField(allow_null=True, help_text="Its execution, when it has one.")
+    status = serializers.CharField(allow_null=True, help_text="That execution's status.")
+    skip_reason = serializers.CharField(allow_null=True, help_text="Why it was skipped, if it was.")
+
+
+class BackfillCountsSerializer(serializers.Serializer):
+    slots = serializers.IntegerField()
+    recorded = serializers.IntegerField()
+    would_run = serializers.IntegerField()
+    created = serializers.IntegerField()
+    refused = serializers.IntegerField()
+
+
+class BackfillReportSerializer(serializers.Serializer):
+    """What a backfill did (or, in a dry run, would do): for the schema; the body is the report's JSON."""
+
+    trigger = serializers.UUIDField()
+    start = serializers.DateTimeField()
+    end = serializers.DateTimeField()
+    dry_run = serializers.BooleanField()
+    spread_seconds = serializers.IntegerField()
+    counts = BackfillCountsSerializer()
+    slots = BackfillSlotSerializer(many=True)
+
+
 class CancelSerializer(serializers.Serializer):
     # Checked here (length, no NUL): the cancel service records the text as given.
     reason = serializers.CharField(

@@ -10,11 +10,14 @@ here, so callers write `services.execution_fire(...)`):
 * `finish` — sync answers, callbacks and polls (`execution_complete`), cancel, and the sweeper's timeouts
   all end a run through `finish.finish`, which updates the trigger's counters (through
   `schedules.services`) in the same transaction and starts the next waiting slot.
+* `backfill` — a past range of a trigger's slots, sent through `fire` (origin `backfill`).
 * `manual` (run now, re-run), `sweep` (the periodic sweeper) and `retention`.
 
-The stages import one another in one direction only: dispatch <- finish <- fire, launch, sweep; manual and
-retention stand alone. Lock order everywhere: trigger row, then execution row (`finish.lock`)."""
+The stages import one another in one direction only: dispatch <- finish <- fire, launch, sweep;
+fire <- backfill; manual and retention stand alone. Lock order everywhere: trigger row, then execution row
+(`finish.lock`)."""
 
+from executions.services.backfill import BackfillReport, execution_backfill
 from executions.services.dispatch import LAUNCH_TASK, execution_enqueue, execution_enqueue_after_commit
 from executions.services.finish import (
     COMPLETION_STATUSES,
@@ -34,9 +37,11 @@ __all__ = [
     "FAILURE_STATUSES",
     "LAUNCH_TASK",
     "PENDING_GRACE",
+    "BackfillReport",
     "ExecutionConflict",
     "Fire",
     "SweepReport",
+    "execution_backfill",
     "execution_cancel",
     "execution_complete",
     "execution_enqueue",

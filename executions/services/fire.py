@@ -99,12 +99,17 @@ def _recent_slots(
 
 @dataclasses.dataclass(frozen=True)
 class Fire:
-    """One slot that came due: from the beat, a tick, reconcile's catch-up, or a test."""
+    """One slot that came due: from the beat, a tick, reconcile's catch-up, a backfill, or a test.
+
+    A backfill fire (`origin="backfill"`) names a past slot an operator asked for: it is recorded through the
+    same unique key and overlap policy, but it is not "the due slot" — it catches nothing up, is not fenced by
+    the last slot, and may carry `not_before` (its place in a spread)."""
 
     trigger_id: uuid.UUID | str
     slot: datetime
     origin: str = ExecutionOrigin.SCHEDULE
     launched_by: str = ""
+    not_before: datetime | None = None
 
 
 def execution_fire(
@@ -159,9 +164,12 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
                     if logger.isEnabledFor(logging.DEBUG):
                         for row in rows:
                             logger.debug("slot %s recorded %s %s", row.slot, row.status, row.skip_reason)
+                    backfill = fire.origin == ExecutionOrigin.BACKFILL
                     if trigger_services.trigger_note_slots(
                         trigger=trigger,
-                        through=max(row.slot for row in rows if row.slot is not None),
+                        # A backfilled slot does not move the fence: slots after the last one it did not
+                        # cover are still the catch-up's to decide.
+                        through=None if backfill else max(row.slot for row in rows if row.slot is not None),
                         started=sum(row.status == ExecutionStatus.PENDING for row in rows),
                         last_status=rows[-1].status,
                         now=now,
@@ -249,6 +257,8 @@ def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) ->
     if (trigger.pk, slot) in book.taken:
         logger.debug("slot %s of trigger %s already recorded; duplicate fire ignored", slot, trigger.pk)
         return None
+    if fire.origin == ExecutionOrigin.BACKFILL:
+        return _decide_backfill(trigger, fire, book, now=now)
     if trigger.last_slot is not None and slot <= trigger.last_slot:
         # Every slot up to last_slot was decided when it (or a later one) fired; one without a row was
         # pruned, or left out of a bounded catch-up. Running it now would run a slot twice or replay it.
@@ -278,6 +288,29 @@ def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) ->
         book.taken.add((trigger.pk, plan.slot))
     book.touched[trigger.pk] = None
     return rows
+
+
+def _decide_backfill(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) -> list[Execution] | None:
+    """The row a backfill fire records, or None. A slot the schedule does not have, or one its trigger may no
+    longer run (paused, completed, deleted, outside its bounds, past `max_runs`), records nothing: a skipped
+    row would take the slot for good, and a trigger that has completed records nothing more. What remains
+    is decided as any slot is — overlap policy, per-owner limit — never as a missed one (the operator asked
+    for it, so neither misfire grace nor catch-up policy applies)."""
+    spec = validation.spec_of(trigger)
+    if not _is_slot_of(spec, fire.slot):
+        logger.warning(
+            "backfill of %s of trigger %s ignored: not a slot of its schedule", fire.slot, trigger.pk
+        )
+        return None
+    plan = policies.SlotPlan(slot=fire.slot, run=True, reason=None, not_before=fire.not_before, catchup=False)
+    (bounded,) = policies.apply_bounds([plan], _state(trigger))
+    if not bounded.run or trigger.deleted_at is not None:
+        logger.info("backfill of %s of trigger %s not recorded: %s", fire.slot, trigger.pk, bounded.reason)
+        return None
+    row = _decide_plan(trigger, bounded, book, origin=fire.origin, launched_by=fire.launched_by, now=now)
+    book.taken.add((trigger.pk, fire.slot))
+    book.touched[trigger.pk] = None
+    return [row]
 
 
 def _decide_plan(

@@ -21,7 +21,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from executions import services as execution_services
-from executions.api.serializers import ExecutionSerializer, RunNowSerializer, StatsSerializer
+from executions.api.serializers import (
+    BackfillReportSerializer,
+    BackfillSerializer,
+    ExecutionSerializer,
+    RunNowSerializer,
+    StatsSerializer,
+)
 from executions.api.views import ExecutionFilter, scoped_object, visible_executions
 from executions.models import Execution
 from executions.stats import trigger_stats
@@ -247,6 +253,43 @@ class TriggerViewSet(viewsets.ModelViewSet):
             ExecutionSerializer(execution).data,
             status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED,
         )
+
+    @extend_schema(
+        summary="Backfill a past range of a trigger's slots",
+        description="Runs the trigger's slots in [start, end] that have no execution yet, as scheduled runs "
+        "(origin `backfill`): a slot already recorded is left alone, so repeating a backfill runs nothing "
+        "twice; the overlap policy applies as to any slot. `dry_run` lists the slots and which already have "
+        "a run. `spread_seconds` spaces the launches out. At most `SCHEDULER_MAX_BACKFILL_SLOTS` slots.",
+        request=BackfillSerializer,
+        responses=BackfillReportSerializer,
+        tags=["triggers"],
+        examples=[
+            OpenApiExample(
+                "A day, spread over an hour",
+                value={
+                    "start": "2026-03-01T00:00:00Z",
+                    "end": "2026-03-01T23:59:59Z",
+                    "spread_seconds": 3600,
+                },
+                request_only=True,
+            ),
+            OpenApiExample(
+                "Range too large",
+                value={"end": ["the range holds more than 1000 slots; backfill at most 1000 at a time"]},
+                response_only=True,
+                status_codes=["400"],
+            ),
+        ],
+    )
+    @action(detail=True, methods=["post"], filterset_class=None, pagination_class=None)
+    def backfill(self, request: Request, pk: str | None = None) -> Response:
+        trigger = self.get_object()
+        body = BackfillSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        report = execution_services.execution_backfill(
+            trigger=trigger, launched_by=request.user.get_username()[:100], **body.validated_data
+        )
+        return Response(report.as_json())
 
     @extend_schema(
         summary="Preview a trigger's next fire times",

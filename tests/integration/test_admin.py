@@ -728,3 +728,48 @@ def test_chart_stacks_series_in_order_and_scales_to_the_peak() -> None:
     assert succeeded + failed == pytest.approx(90, abs=0.2), "the peak bar fills the plot"
     assert chart.total == 10
     assert not [r for r in chart.rects if r.title.startswith("01:00")], "an empty hour draws nothing"
+
+
+# --- Backfill action --------------------------------------------------------------------------------------
+
+
+def test_backfill_action_asks_for_the_range_then_runs_it_once(admin_client: Client, user, frozen_clock):
+    trigger = register(user, name="weekdays", overlap_policy="allow")
+    page = act(admin_client, "backfill", trigger)
+    assert "Backfill triggers" in page_text(page)
+    assert 'name="start"' in page.content.decode()
+    assert not Execution.objects.exists()
+
+    def send(**fields: Any):
+        body = {
+            "action": "backfill",
+            "apply": "yes",
+            "_selected_action": [str(trigger.pk)],
+            "start": "2026-02-23 00:00",
+            "end": "2026-02-27 23:59",
+            "spread_seconds": "0",
+            **fields,
+        }
+        return admin_client.post(TRIGGERS, body, follow=True)
+
+    dry = send(dry_run="on")
+    assert texts(dry) == ["Dry run of “weekdays”: 5 slots, 0 already recorded, 5 would run."]
+    assert not Execution.objects.exists()
+    assert texts(send()) == ["Backfilled “weekdays”: 5 slots, 5 recorded now, 0 already recorded, 0 refused."]
+    assert texts(send()) == ["Backfilled “weekdays”: 5 slots, 0 recorded now, 5 already recorded, 0 refused."]
+    assert Execution.objects.filter(trigger=trigger, origin=ExecutionOrigin.BACKFILL).count() == 5
+
+
+def test_backfill_action_says_why_a_range_is_refused(admin_client: Client, user, frozen_clock):
+    trigger = register(user, name="weekdays")
+    body = {
+        "action": "backfill",
+        "apply": "yes",
+        "_selected_action": [str(trigger.pk)],
+        "start": "2026-03-01 00:00",
+        "end": "2026-03-09 00:00",
+    }
+    response = admin_client.post(TRIGGERS, body, follow=True)
+    (message,) = texts(response)
+    assert message.startswith("Could not backfill “weekdays”: must not be in the future")
+    assert not Execution.objects.exists()

@@ -51,7 +51,8 @@ CHECKS = [
 EXPECTED_PATHS = {
     "/api/v1/auth/token/", "/api/v1/triggers/", "/api/v1/triggers/{id}/", "/api/v1/triggers/{id}/pause/",
     "/api/v1/triggers/{id}/resume/", "/api/v1/triggers/{id}/run/", "/api/v1/triggers/{id}/preview/",
-    "/api/v1/triggers/{id}/executions/", "/api/v1/triggers/{id}/stats/", "/api/v1/executions/",
+    "/api/v1/triggers/{id}/executions/", "/api/v1/triggers/{id}/stats/", "/api/v1/triggers/{id}/backfill/",
+    "/api/v1/executions/",
     "/api/v1/executions/{id}/", "/api/v1/executions/{id}/cancel/", "/api/v1/executions/{id}/rerun/",
     "/api/v1/cron/preview/", "/api/v1/presets/", "/api/scheduler/register/", "/api/scheduler/unregister/",
     "/api/scheduler/pause/", "/api/scheduler/history/", "/api/_flows/{name}/schedule/",
