@@ -1215,10 +1215,12 @@ def jitter_offset(trigger_id: str, slot: datetime, jitter_seconds: int) -> timed
 # Descriptions and presets
 
 
+@lru_cache(maxsize=4096)
 def _describe_cron(cron: CronExpr) -> str:
-    """cron-descriptor's text, with two corrections: a 6-field expression is handed over with an explicit
-    year field (on its own, cron-descriptor reads a 6-field expression with '?' as minutes-first + year), and
-    the day fields say "and" where cronie's rule is an AND (a day field that begins with '*')."""
+    """cron-descriptor's text (memoised: it reloads its gettext catalogue on every call, ~0.25 ms, which a
+    list of 50 triggers paid 50 times), with two corrections: a 6-field expression is handed over with an
+    explicit year field (on its own, cron-descriptor reads a 6-field expression with '?' as minutes-first +
+    year), and the day fields say "and" where cronie's rule is an AND (a day field that begins with '*')."""
     from cron_descriptor import CasingTypeEnum, ExpressionDescriptor, Options
 
     text = " ".join((*cron.fields, "*")) if cron.has_seconds else " ".join(cron.fields)

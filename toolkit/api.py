@@ -265,9 +265,8 @@ class KeysetPage(LimitOffsetPage):
     # Cursors
 
     def _link(self, row: Any, *, backwards: bool) -> str:
-        values = [_cursor_value(getattr(row, name)) for name, _ in self.order]
-        token = json.dumps({"o": _order_text(self.order), "v": values, "b": backwards}, separators=(",", ":"))
-        cursor = base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+        values = [getattr(row, name) for name, _ in self.order]
+        cursor = encode_cursor(self.order, values, backwards=backwards)
         url = cast(Any, self.request).build_absolute_uri()
         url = remove_query_param(url, self.offset_query_param)
         return replace_query_param(url, self.cursor_query_param, cursor)
@@ -292,6 +291,13 @@ class KeysetPage(LimitOffsetPage):
                 {self.cursor_query_param: ["is not a cursor from this list (follow `next`/`previous` links)"]}
             )
         return values, backwards
+
+
+def encode_cursor(order: list[tuple[str, bool]], values: list[Any], *, backwards: bool = False) -> str:
+    """The opaque `cursor=` value naming the row with these ordering values (benchmarks and tests make
+    cursors to a given depth with it)."""
+    token = {"o": _order_text(order), "v": [_cursor_value(v) for v in values], "b": backwards}
+    return base64.urlsafe_b64encode(json.dumps(token, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
 def _order_text(order: list[tuple[str, bool]]) -> str:
