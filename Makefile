@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test drill lint format bench bench-fire bench-timing clean
+.PHONY: install run test drill lint format bench bench-fire bench-timing bench-api clean
 
 install: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: install
 # A herd through the real fleet roles on PostgreSQL (BENCH_DATABASE_URL), beside the empty-task ceiling.
 bench-fire: install
 	$(BIN)/python benchmarks/fire_path.py
+
+# Every API list, filter, search, deep page and admin changelist at 1M triggers / 10M runs (PostgreSQL).
+bench-api: install
+	$(BIN)/python benchmarks/api.py
 
 # What one next slot costs where DST makes it hard (pure CPU, no services), beside the same expression in UTC.
 bench-timing: install

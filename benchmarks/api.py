@@ -31,6 +31,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -357,7 +358,7 @@ def main() -> int:
         credentials = tokens()
         port = free_port()
         results = []
-        with web(env, port, RESULTS / "api-web.log"):
+        with web(env, port, Path(tempfile.gettempdir()) / "bench-api-web.log"):
             client = Client(port, {"Authorization": f"Token {credentials['token']}"})
             ceiling = client.measure("GET", "/api/v1/presets/", args.requests)
             print(f"ceiling: {ceiling}", flush=True)
