@@ -57,8 +57,8 @@ TRIGGER_COLUMNS = {
     "name": "CASE WHEN g % 100 = 0 THEN 'nightly-' ELSE 'job-' END || g",
     "workflow_id": "'wf-' || (g % 1000)",
     "cron_expression": "'0 9 * * *'",
-    "status": "CASE WHEN g % 40 = 0 THEN 'paused' ELSE 'active' END",
-    "next_run_at": "CASE WHEN g % 40 = 0 THEN NULL ELSE %(now)s + (g % 86400) * interval '1 second' END",
+    "status": "CASE WHEN g % 40 = 7 THEN 'paused' ELSE 'active' END",
+    "next_run_at": "CASE WHEN g % 40 = 7 THEN NULL ELSE %(now)s + (g % 86400) * interval '1 second' END",
     "last_run_at": "CASE WHEN g % 3 = 0 THEN NULL ELSE %(now)s - (g % 5000) * interval '1 second' END",
     "run_count": "g % 1000",
     "created_at": "%(now)s - g * interval '1 second'",
@@ -342,7 +342,9 @@ def main() -> int:
             else fresh_database(admin_url, DATABASE)
         )
         env = configure(with_db(redis_url, int(os.environ.get("BENCH_REDIS_DB", "13"))), database_url)
-        env.update({"API_THROTTLE_USER": "", "API_THROTTLE_AUTH": ""})
+        env.update(
+            {"API_THROTTLE_USER": "", "API_THROTTLE_AUTH": "", "SCHEDULER_MAX_TRIGGERS_PER_OWNER": "0"}
+        )
         os.environ.update(env)
         import django
 

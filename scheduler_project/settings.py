@@ -227,6 +227,9 @@ REDBEAT_KEY_PREFIX = os.environ.get("REDBEAT_KEY_PREFIX", "redbeat")
 REDBEAT_LOCK_TIMEOUT = env_int("REDBEAT_LOCK_TIMEOUT", 30)
 BEAT_MAX_LOOP_INTERVAL = env_float("BEAT_MAX_LOOP_INTERVAL", 1.0)
 SCHEDULER_RECONCILE_SECONDS = env_int("SCHEDULER_RECONCILE_SECONDS", 60)
+#: The slow full audit's pace: the fraction of one core the leader spends comparing every entry with its row
+#: (0: no audit).
+SCHEDULER_AUDIT_BUDGET = env_float("SCHEDULER_AUDIT_BUDGET", 0.02)
 
 # --- Scheduler domain -------------------------------------------------------------------------------------
 INTERNAL_API_SECRET = os.environ.get("INTERNAL_API_SECRET", "")
@@ -281,7 +284,7 @@ except json.JSONDecodeError as exc:
 # challenge. Throttle rates are "N/second|minute|hour|day" (empty = off); the throttle counters live in the
 # default cache, so give the fleet a shared cache for them to hold across web processes.
 #: Lists count matching rows exactly up to this many, then report PostgreSQL's estimate (`count_estimated`).
-API_EXACT_COUNT_LIMIT = env_int("API_EXACT_COUNT_LIMIT", 10_000)
+API_EXACT_COUNT_LIMIT = env_int("API_EXACT_COUNT_LIMIT", 1000)
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "toolkit.api.BearerTokenAuthentication",

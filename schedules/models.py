@@ -187,6 +187,7 @@ class Trigger(models.Model):
         indexes = [
             models.Index(fields=["owner", "status", "id"], name="trigger_owner_status"),
             models.Index(fields=["status", "next_run_at"], name="trigger_status_next"),
+            models.Index(fields=["updated_at"], name="trigger_updated"),  # the beat's changed-since repair
             *(
                 models.Index(
                     fields=[*scope, column, "id"],
@@ -201,6 +202,11 @@ class Trigger(models.Model):
                     ([], ["created_at", "next_run_at", "name"]),
                 )
                 for column in columns
+            ),
+            models.Index(  # a status filter in the default order: an index range, not a scan
+                fields=["owner", "status", "created_at", "id"],
+                name="trigger_owner_status_created",
+                condition=Q(deleted_at__isnull=True),
             ),
             models.Index(
                 fields=["owner", "workflow_id", "created_at"],

@@ -15,6 +15,10 @@ Key layout (``<prefix>`` is ``REDBEAT_KEY_PREFIX``, default ``redbeat``)::
         catchup     ISO-8601 UTC: the last missed slot reconcile sent, so each is sent once
     <prefix>::stats          hash    counters: fired_<origin>, conflicts, corrupt, quarantined
     <prefix>::reconciled     string  taken (TTL one reconcile period) by a tick endpoint call that reconciles
+    <prefix>::built          string  set when a full reconcile completed: its absence (FLUSHDB, a Redis
+                                     restarted empty, a first start) is what makes the leader rebuild
+    <prefix>::watermark      string  ISO-8601 UTC start of the last completed repair: triggers changed
+                                     (updated_at) before it, less an overlap, are known to be in Redis
     <prefix>::housekeeping:<task>  string  taken (TTL its period) by whoever sends that periodic system task
 
 A removed entry (trigger paused, completed, deleted or gone) keeps only ``rev``, as a tombstone that expires
@@ -31,8 +35,11 @@ Every writer goes through one guard, a Lua compare-and-set on (next_slot, rev) a
   before reading the database. Two syncs of one trigger racing each other therefore converge on the newer
   row, and a reconcile never overwrites a newer sync with an older row.
 
-The hot path never touches the database; reconcile (on taking the lock, every SCHEDULER_RECONCILE_SECONDS,
-and ``manage.py sync_schedules``) is what repairs Redis from it, including after FLUSHDB.
+The hot path never touches the database. Three repairs keep Redis true to it: the leader's periodic one (on
+taking the lock and every SCHEDULER_RECONCILE_SECONDS) reads only the triggers changed since the last
+repair's watermark; a slow audit compares everything, a slice at a time within a CPU budget; and a full
+reconcile (``manage.py sync_schedules``, or the leader when ``::built`` is gone after FLUSHDB or an empty
+restart) rebuilds every entry.
 
 The scripts touch several keys at once (entries, the schedule, the lock), so all of them must live on one
 Redis (or, on a cluster, share a hash slot through a ``{...}`` prefix).
@@ -120,6 +127,14 @@ class Keys:
     @property
     def reconciled(self) -> str:
         return f"{self.prefix}::reconciled"
+
+    @property
+    def built(self) -> str:
+        return f"{self.prefix}::built"
+
+    @property
+    def watermark(self) -> str:
+        return f"{self.prefix}::watermark"
 
     @property
     def entry_pattern(self) -> str:
@@ -1098,35 +1113,124 @@ def reconcile(
     report = ReconcileReport(dry_run=dry_run)
     on_redis = set(client.scan_iter(match=keys.entry_pattern, count=1000))
     on_redis.update(client.zrange(keys.schedule, 0, -1))
+    started = clock.now()
     seen: set[str] = set()
     memo = SlotMemo()
     for page in _active_triggers(chunk_size):
         pause()
-        observed = read_entries(client, [keys.entry(t.pk) for t in page], schedule_key=keys.schedule)
-        now = clock.now()  # after the read: see desired_entry
-        writes: list[tuple[Observed, Desired | None]] = []
-        missed: list[tuple[Observed, Desired | None, Fire]] = []
-        for trigger, entry in zip(page, observed, strict=True):
-            seen.add(entry.key)
-            try:
-                desired = desired_entry(trigger, entry, now=now, memo=memo)
-                fire = _missed_slot(trigger, entry, desired, now, memo)
-            except Exception:
-                logger.exception("reconcile: cannot evaluate the schedule of trigger %s", trigger.pk)
-                report.failed.append(str(trigger.pk))
-                continue
-            verdict = _verdict(entry, desired)
-            if verdict is not None:
-                getattr(report, verdict).append(str(trigger.pk))
-                writes.append((entry, desired))
-            if fire is not None and len(report.catchup) + len(missed) < RECONCILE_MAX_CATCHUP:
-                missed.append((entry, desired, fire))
-        report.catchup.extend(fire for _entry, _desired, fire in missed)
-        if not dry_run:
-            _apply_writes(client, keys, writes)
-            _send_catchups(app, client, keys, missed, producer)
+        seen.update(_reconcile_page(app, client, keys, page, report, memo, producer))
     _remove_orphans(client, keys, sorted(on_redis - seen), report, pause)
+    if not dry_run:
+        client.set(keys.built, iso(started))
+        client.set(keys.watermark, iso(started))
     return report
+
+
+def reconcile_changed(
+    *,
+    since: datetime,
+    app: Celery | None = None,
+    pause: Callable[[], None] = lambda: None,
+    producer: Any = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> ReconcileReport:
+    """The steady repair: only the triggers changed (`updated_at`) since `since`, whatever their status —
+    an active one gets the entry it should have, any other loses its entry. Every service write bumps
+    `updated_at` and syncs its entry after commit, so a sync lost in between (a crash, a Redis blip) is
+    one of these; the cost is what changed, not the size of the fleet. What no write explains (an entry
+    edited or dropped by hand) is the slow audit's (`Audit`)."""
+    app = app or celery_app()
+    client, keys = redis_client(app), Keys.of(app)
+    report = ReconcileReport()
+    started = clock.now()
+    changed = list(Trigger.objects.filter(updated_at__gte=since).order_by("pk").values_list("pk", flat=True))
+    memo = SlotMemo()
+    for start in range(0, len(changed), chunk_size):
+        pause()
+        chunk = changed[start : start + chunk_size]
+        active = list(Trigger.objects.active().filter(pk__in=chunk).order_by("pk").only(*_RECONCILE_FIELDS))
+        _reconcile_page(app, client, keys, active, report, memo, producer)
+        gone = sorted(set(chunk) - {t.pk for t in active})
+        _remove_orphans(client, keys, [keys.entry(pk) for pk in gone], report, pause)
+    client.set(keys.watermark, iso(started))
+    return report
+
+
+def _reconcile_page(
+    app: Celery,
+    client: redis.Redis,
+    keys: Keys,
+    page: Sequence[Trigger],
+    report: ReconcileReport,
+    memo: SlotMemo,
+    producer: Any,
+) -> list[str]:
+    """Repair the entries of one page of active triggers (and send their missed slots); returns the keys
+    seen. A dry-run report reads and decides but writes and sends nothing."""
+    observed = read_entries(client, [keys.entry(t.pk) for t in page], schedule_key=keys.schedule)
+    now = clock.now()  # after the read: see desired_entry
+    writes: list[tuple[Observed, Desired | None]] = []
+    missed: list[tuple[Observed, Desired | None, Fire]] = []
+    for trigger, entry in zip(page, observed, strict=True):
+        try:
+            desired = desired_entry(trigger, entry, now=now, memo=memo)
+            fire = _missed_slot(trigger, entry, desired, now, memo)
+        except Exception:
+            logger.exception("reconcile: cannot evaluate the schedule of trigger %s", trigger.pk)
+            report.failed.append(str(trigger.pk))
+            continue
+        verdict = _verdict(entry, desired)
+        if verdict is not None:
+            getattr(report, verdict).append(str(trigger.pk))
+            writes.append((entry, desired))
+        if fire is not None and len(report.catchup) + len(missed) < RECONCILE_MAX_CATCHUP:
+            missed.append((entry, desired, fire))
+    report.catchup.extend(fire for _entry, _desired, fire in missed)
+    if not report.dry_run:
+        _apply_writes(client, keys, writes)
+        _send_catchups(app, client, keys, missed, producer)
+    return [entry.key for entry in observed]
+
+
+class Audit:
+    """The full comparison of Redis with the database, in slices small enough to run between ticks: every
+    active trigger's entry, by primary key, then every member of the schedule (orphans), then again. Its
+    pace is a CPU budget (SCHEDULER_AUDIT_BUDGET, a fraction of one core): after a slice that took d
+    seconds the next waits d / budget, so at a million triggers the audit costs the same per minute as at
+    a thousand and simply takes longer to go round. It finds what no write explains; what writes explain is
+    `reconcile_changed`'s, every period."""
+
+    def __init__(self, *, budget: float, rows: int = CHUNK_SIZE) -> None:
+        self.budget = budget  # 0: no audit
+        self.rows = rows
+        self.after: uuid.UUID | None = None
+        self.scan_cursor: int | None = None  # None: auditing triggers; else: scanning the schedule
+        self.next_at = -math.inf if budget > 0 else math.inf
+        self.rounds = 0
+
+    def due(self) -> bool:
+        return time.monotonic() >= self.next_at
+
+    def step(self, *, app: Celery, producer: Any = None) -> ReconcileReport:
+        started = time.monotonic()
+        client, keys = redis_client(app), Keys.of(app)
+        report = ReconcileReport()
+        if self.scan_cursor is None:
+            query = Trigger.objects.active().order_by("pk").only(*_RECONCILE_FIELDS)
+            page = list((query.filter(pk__gt=self.after) if self.after else query)[: self.rows])
+            if page:
+                _reconcile_page(app, client, keys, page, report, SlotMemo(), producer)
+                self.after = page[-1].pk
+            else:
+                self.after, self.scan_cursor = None, 0
+        else:
+            cursor, members = client.zscan(keys.schedule, cursor=self.scan_cursor, count=self.rows)
+            _remove_orphans(client, keys, [str(member) for member, _score in members], report, lambda: None)
+            self.scan_cursor = None if cursor == 0 else int(cursor)
+            if self.scan_cursor is None:
+                self.rounds += 1
+        self.next_at = time.monotonic() + (time.monotonic() - started) / max(self.budget, 1e-6)
+        return report
 
 
 def _apply_writes(
@@ -1242,6 +1346,7 @@ class TriggerScheduler(RedBeatScheduler):
         self._dispatching = False
         self._housekeeping_at = -math.inf
         self._outages = 0  # consecutive ticks that found Redis unreachable
+        self._audit = Audit(budget=float(settings.SCHEDULER_AUDIT_BUDGET))
 
     def setup_schedule(self) -> None:
         return None
@@ -1285,7 +1390,10 @@ class TriggerScheduler(RedBeatScheduler):
         if self._reconcile_now or time.monotonic() - self._reconciled_at >= self.reconcile_seconds:
             self.reconcile()
         self.housekeeping()
-        return self.fire_due()
+        interval = self.fire_due()
+        if self._audit.due():
+            self.audit_step()
+        return interval
 
     def _hold_lock(self) -> bool:
         """Whether this beat leads now: it holds the lock (extended when due) or has just taken it. A beat
@@ -1394,10 +1502,24 @@ class TriggerScheduler(RedBeatScheduler):
         return bool(taken)
 
     def reconcile(self) -> ReconcileReport | None:
+        """The periodic repair, and the first thing a new leader does: only what changed since the last
+        repair's watermark (less an overlap for transactions that committed late), so taking over at a
+        million triggers costs what changed, not a million rows. A full rebuild runs instead when Redis
+        has lost what the last full one built (`built` is gone: FLUSHDB, a Redis restarted empty, a
+        first start), its chunks interleaved with firing as ever."""
         self._reconcile_now = False
         close_old_connections()  # a long-lived process: drop a connection the database has closed
         try:
-            report = reconcile(app=self.app, pause=self._between_reconcile_chunks, producer=self.producer)
+            client, keys = redis_client(self.app), Keys.of(self.app)
+            built, watermark = client.mget([keys.built, keys.watermark])
+            pause, producer = self._between_reconcile_chunks, self.producer
+            if built is None or watermark is None:
+                logger.info("beat: no complete build in Redis; rebuilding every entry")
+                report = reconcile(app=self.app, pause=pause, producer=producer)
+            else:
+                overlap = timedelta(seconds=2 * self.reconcile_seconds + 30)
+                since = _parse_instant(watermark, "watermark") - overlap
+                report = reconcile_changed(since=since, app=self.app, pause=pause, producer=producer)
         except LockLost:
             raise
         except Exception:
@@ -1409,6 +1531,20 @@ class TriggerScheduler(RedBeatScheduler):
         for line in report.lines():
             (logger.info if report.changed else logger.debug)("beat: %s", line)
         return report
+
+    def audit_step(self) -> None:
+        """One slice of the slow full audit (see `Audit`); a failure is logged and the audit goes on."""
+        close_old_connections()
+        try:
+            report = self._audit.step(app=self.app, producer=self.producer)
+        except OUTAGE_ERRORS:
+            raise
+        except Exception:
+            logger.exception("beat: an audit slice failed; it goes on from the next slice")
+            self._audit.next_at = time.monotonic() + self.reconcile_seconds
+            return
+        for line in report.lines() if report.changed else ():
+            logger.info("beat: audit: %s", line)
 
     def _between_reconcile_chunks(self) -> None:
         self.keep_alive()

@@ -157,7 +157,7 @@ class LimitOffsetPage(LimitOffsetPagination):
 
 
 COUNT_HELP = (
-    "Rows matching the filters: exact up to API_EXACT_COUNT_LIMIT (10,000), the planner's estimate above it "
+    "Rows matching the filters: exact up to API_EXACT_COUNT_LIMIT (1,000), the planner's estimate above it "
     "(`count_estimated` true) unless `?count=exact` asks for the full count."
 )
 
@@ -169,7 +169,7 @@ def estimated_count(queryset: Any) -> tuple[int, bool]:
     limit + 1 rows answers every small list exactly at a bounded cost, and beyond it a planner estimate
     (one EXPLAIN, no rows read) is what a "1.2M triggers" badge needs. SQLite has no cheap estimate and
     holds the small tables of a development machine: it is always counted."""
-    limit = int(getattr(settings, "API_EXACT_COUNT_LIMIT", 10_000))
+    limit = int(getattr(settings, "API_EXACT_COUNT_LIMIT", 1000))
     bare = queryset.order_by()
     connection = connections[bare.db]
     if connection.vendor != "postgresql":
@@ -257,7 +257,7 @@ class KeysetPage(LimitOffsetPage):
                 "name": "count",
                 "required": False,
                 "in": "query",
-                "description": "`exact` for a full count instead of the estimate above 10,000 rows.",
+                "description": "`exact` for a full count instead of the estimate above 1,000 rows.",
                 "schema": {"type": "string", "enum": ["exact"]},
             },
         ]

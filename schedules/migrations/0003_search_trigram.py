@@ -1,4 +1,6 @@
-"""Trigram indexes for `?search=` and the admin's search (`name ILIKE '%…%'`), PostgreSQL only.
+"""Trigram indexes for `?search=` and the admin's search, PostgreSQL only. Django writes `icontains` as
+`UPPER(name) LIKE UPPER('%…%')`, so the indexes are on UPPER(column): an index on the bare column would
+never be used by it.
 
 A substring search cannot use a b-tree, so without these every search reads every live trigger; with
 pg_trgm a term of three or more characters is an index lookup. The extension is trusted (any database
@@ -32,7 +34,7 @@ def create(apps, schema_editor) -> None:
     for name, column in INDEXES.items():
         schema_editor.execute(
             f"CREATE INDEX IF NOT EXISTS {name} ON schedules_trigger "
-            f"USING gin ({column} gin_trgm_ops) WHERE deleted_at IS NULL"
+            f"USING gin ((UPPER({column})) gin_trgm_ops) WHERE deleted_at IS NULL"
         )
 
 

@@ -386,12 +386,13 @@ def test_a_herd_longer_than_the_lock_timeout_is_sent_once_without_a_takeover(pro
 
 def test_corrupt_entries_are_logged_once_and_the_others_keep_firing(processes, redis_client, user):
     """Bad JSON, an unknown schedule type, a key of the wrong type and a schedule that raises: the beat logs
-    each once, drops or quarantines it, and keeps firing the rest. Periodic reconcile is off here so the beat
-    meets each one before anything repairs it; the test then runs the repair (`sync_schedules`) itself."""
+    each once, drops or quarantines it, and keeps firing the rest. Periodic reconcile and the audit are off
+    here so the beat meets each one before anything repairs it; the test then runs the repair
+    (`sync_schedules`) itself."""
     start_worker(processes)
     healthy = register(user, name="healthy", cron_expression="*/2 * * * * *")
     raising = register(user, name="raising", cron_expression="*/2 * * * * *")
-    start_beat(processes, "beat", SCHEDULER_RECONCILE_SECONDS="600")
+    start_beat(processes, "beat", SCHEDULER_RECONCILE_SECONDS="600", SCHEDULER_AUDIT_BUDGET="0")
     wait_for(lambda: len(slots_of(published(processes, "beat"), healthy)) >= 2, timeout=10, what="firing")
 
     now = time.time()

@@ -105,10 +105,12 @@ def seeded(user, other_user, django_user_model) -> dict[str, Any]:
     return {"trigger": triggers[7], "staff": staff}
 
 
-def plan_nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    yield plan
+def plan_nodes(plan: dict[str, Any], limited: bool = False) -> Iterator[tuple[dict[str, Any], bool]]:
+    """Every node, with whether a Limit above it stops the scan early (an ordered index walk under a
+    LIMIT reads a page; the same walk without one reads the table)."""
+    yield plan, limited
     for child in plan.get("Plans", []):
-        yield from plan_nodes(child)
+        yield from plan_nodes(child, limited or plan["Node Type"] == "Limit")
 
 
 def problems(sql: str) -> list[str]:
@@ -119,9 +121,13 @@ def problems(sql: str) -> list[str]:
         document = cursor.fetchone()[0]
     plan = (json.loads(document) if isinstance(document, str) else document)[0]["Plan"]
     found = []
-    for node in plan_nodes(plan):
-        if node["Node Type"] == "Seq Scan" and node.get("Relation Name") in BIG_TABLES:
-            found.append(f"sequential scan of {node['Relation Name']}")
+    for node, limited in plan_nodes(plan):
+        relation = node.get("Relation Name")
+        if node["Node Type"] == "Seq Scan" and relation in BIG_TABLES:
+            found.append(f"sequential scan of {relation}")
+        whole_index = "Index" in node["Node Type"] and "Index Cond" not in node and not limited
+        if whole_index and relation in BIG_TABLES:  # the same as a scan, read in index order
+            found.append(f"whole-index scan of {relation} ({node.get('Index Name')})")
         sorted_rows = max((child["Plan Rows"] for child in node.get("Plans", [])), default=0)
         if node["Node Type"] == "Sort" and sorted_rows > SORT_LIMIT:
             found.append(f"sort of ~{sorted_rows} rows by {node.get('Sort Key')}")

@@ -480,3 +480,65 @@ def test_sync_schedules_command_prints_counts_and_ids(every_ten_seconds, redis_c
     call_command("sync_schedules")
     assert "1 added" in capsys.readouterr().out
     assert redis_client.zcard(KEYS.schedule) == 1
+
+
+# --- Steady repair: what changed, and the slow audit -------------------------------------------------------
+
+
+def test_the_changed_since_repair_fixes_a_lost_sync_and_reads_nothing_else(
+    every_ten_seconds, user, redis_client, committed, sent
+):
+    """A pause whose after-commit sync never ran (outside `committed`, the callback is dropped) is one of
+    the rows changed since the watermark; an entry dropped by hand with no write behind it is not, and is
+    left to the audit."""
+    other = committed(
+        services.trigger_register, owner=user, name="o", workflow_id="wf", cron_expression="* * * * *"
+    )
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    Trigger.objects.filter(pk__in=[every_ten_seconds.pk, other.pk]).update(
+        updated_at=since - timedelta(hours=1)
+    )
+    redis_client.delete(KEYS.entry(other.pk))
+    redis_client.zrem(KEYS.schedule, KEYS.entry(other.pk))
+    services.trigger_pause(trigger=every_ten_seconds, reason="sync lost")  # bumps updated_at, no sync
+
+    report = redbeat_sync.reconcile_changed(since=since, app=app)
+    assert report.removed == [str(every_ten_seconds.pk)]
+    assert score(redis_client, every_ten_seconds) is None
+    assert score(redis_client, other) is None, "unchanged rows are not read: the audit's to find"
+    assert redis_client.get(KEYS.watermark) is not None
+
+    audit = redbeat_sync.Audit(budget=1.0)
+    while audit.rounds == 0:
+        audit.step(app=app)
+    assert score(redis_client, other) is not None, "the audit puts back what no write explains"
+
+
+def test_the_audit_removes_orphans_from_the_schedule_in_slices(every_ten_seconds, redis_client, sent):
+    orphans = [KEYS.entry(f"00000000-0000-0000-0000-{n:012d}") for n in range(5)]
+    for key in orphans:
+        redis_client.hset(key, mapping={"definition": "{}", "next_slot": "x", "fire_at": "1"})
+        redis_client.zadd(KEYS.schedule, {key: 1})
+    audit = redbeat_sync.Audit(budget=1.0, rows=2)
+    steps = 0
+    while audit.rounds == 0:
+        audit.step(app=app)
+        steps += 1
+    assert steps >= 3, "the schedule is read a slice at a time"
+    assert all(redis_client.zscore(KEYS.schedule, key) is None for key in orphans)
+    assert score(redis_client, every_ten_seconds) is not None, "a live entry stays"
+
+
+def test_the_audit_keeps_to_its_cpu_budget(every_ten_seconds, sent):
+    audit = redbeat_sync.Audit(budget=0.01)
+    audit.step(app=app)
+    assert not audit.due(), "after a slice of d seconds the next waits d / budget"
+
+
+def test_a_full_reconcile_marks_the_build_and_the_watermark(every_ten_seconds, redis_client, sent):
+    redis_client.delete(KEYS.built, KEYS.watermark)
+    redbeat_sync.reconcile(app=app, dry_run=True)
+    assert redis_client.get(KEYS.built) is None, "a dry run marks nothing"
+    redbeat_sync.reconcile(app=app)
+    assert redis_client.get(KEYS.built) is not None
+    assert redis_client.get(KEYS.watermark) is not None
