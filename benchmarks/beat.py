@@ -27,6 +27,7 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import statistics
@@ -266,6 +267,7 @@ def measure_size(bench: Bench, peer: Any, size: int, herd: bool) -> dict[str, An
 
 def measure_reconcile(bench: Bench, size: int) -> dict[str, Any]:
     """Database rows -> empty Redis, then a pass with nothing to do (what the leader pays every period)."""
+    from django.conf import settings
     from django.contrib.auth import get_user_model
 
     from schedules.models import Trigger
@@ -294,6 +296,18 @@ def measure_reconcile(bench: Bench, size: int) -> dict[str, Any]:
     started = time.perf_counter()
     steady = bench.sync.reconcile(app=bench.app)
     steady_seconds = time.perf_counter() - started
+    # What the leader now pays every period: the triggers changed since the watermark (none in the last
+    # hour here: a fleet at rest)…
+    Trigger.objects.update(updated_at=datetime.now(UTC) - timedelta(hours=1))
+    started = time.perf_counter()
+    bench.sync.reconcile_changed(app=bench.app, since=datetime.now(UTC) - timedelta(seconds=150))
+    changed_seconds = time.perf_counter() - started
+    # … and the audit, one slice at a time at its CPU budget.
+    audit = bench.sync.Audit(budget=float(settings.SCHEDULER_AUDIT_BUDGET))
+    started = time.perf_counter()
+    audit.step(app=bench.app)
+    slice_seconds = time.perf_counter() - started
+    slices = math.ceil(size / audit.rows)
     Trigger.objects.all().delete()
     bench.flush()
     return {
@@ -302,6 +316,9 @@ def measure_reconcile(bench: Bench, size: int) -> dict[str, Any]:
         "added": len(report.added),
         "steady_pass_seconds": round(steady_seconds, 3),
         "steady_pass_changes": int(steady.changed),
+        "changed_pass_seconds": round(changed_seconds, 3),
+        "audit_slice_seconds": round(slice_seconds, 3),
+        "audit_round_minutes": round(slices * slice_seconds / audit.budget / 60, 1),
     }
 
 
@@ -328,12 +345,15 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {peer} | {' | '.join(cells)} |")
     lines += [
         "",
-        "| reconcile (ours) | rows | rebuild into empty Redis (s) | steady-state pass (s) |",
-        "|---|---:|---:|---:|",
+        "| reconcile (ours) | rows | rebuild into empty Redis (s) | full pass, nothing to do (s) "
+        "| changed-since pass, nothing changed (s) | audit slice (s) | audit round at its budget (min) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for figures in result["reconcile"]:
         lines.append(
-            f"| | {figures['rows']:,} | {figures['rebuild_seconds']} | {figures['steady_pass_seconds']} |"
+            f"| | {figures['rows']:,} | {figures['rebuild_seconds']} | {figures['steady_pass_seconds']} "
+            f"| {figures['changed_pass_seconds']} | {figures['audit_slice_seconds']} "
+            f"| {figures['audit_round_minutes']} |"
         )
     lines += ["", *[f"- {note}" for note in result["notes"]], ""]
     return "\n".join(lines)
