@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from django.urls import re_path
 from rest_framework.routers import SimpleRouter
 
-from executions.api import views
+from executions.api import agent_tools, views
 
 router = SimpleRouter()
 router.trailing_slash = "/?"  # the constructor only knows "/" or "": the slash is optional
 router.register("executions", views.ExecutionViewSet, basename="execution")
 
-urlpatterns = [*router.urls]
+urlpatterns = [
+    *router.urls,
+    re_path(r"^agent-tools/?$", agent_tools.AgentToolListView.as_view(), name="agent-tools"),
+    re_path(r"^agent-tools/call/?$", agent_tools.AgentToolCallView.as_view(), name="agent-tools-call"),
+]
