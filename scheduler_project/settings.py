@@ -234,6 +234,10 @@ SCHEDULER_AUDIT_BUDGET = env_float("SCHEDULER_AUDIT_BUDGET", 0.02)
 # --- Scheduler domain -------------------------------------------------------------------------------------
 INTERNAL_API_SECRET = os.environ.get("INTERNAL_API_SECRET", "")
 CRON_SECRET = os.environ.get("CRON_SECRET", "")
+#: The agent task queue adapter (`/api/agent/execute`): the zone a schedule without one is read in (that
+#: system's default), and how long `async: false` waits for the run (under gunicorn's 30 s request timeout).
+AGENT_ADAPTER_TIMEZONE = os.environ.get("AGENT_ADAPTER_TIMEZONE", "America/New_York")
+AGENT_SYNC_WAIT_SECONDS = env_float("AGENT_SYNC_WAIT_SECONDS", 25.0)
 FLOWER_BASIC_AUTH = os.environ.get("FLOWER_BASIC_AUTH", "")
 FLOWER_URL = os.environ.get("FLOWER_URL", "http://127.0.0.1:5555/")
 SCHEDULER_MIN_INTERVAL_SECONDS = env_int("SCHEDULER_MIN_INTERVAL_SECONDS", 1)

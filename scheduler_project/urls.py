@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions import callbacks
+from executions.api import agent
 from operations import health, metrics, status
 from schedules import tick
 
@@ -27,6 +28,9 @@ urlpatterns = [
     path("api/v1/", include("executions.api.urls")),
     path("api/scheduler/", include("schedules.api.compat_urls")),
     path("api/_flows/", include("schedules.api.flows_urls")),
+    # The agent task queue's routes, as that system's clients call them (its cron secret, its shapes).
+    re_path(r"^api/agent/execute/?$", agent.AgentExecuteView.as_view(), name="agent-execute"),
+    re_path(r"^api/cron/check-scheduled-tasks/?$", agent.check_scheduled_tasks, name="agent-cron-check"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
