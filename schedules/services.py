@@ -50,17 +50,19 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
     now = clock.now()
     if "delay_ms" in fields:
         fields["run_at"] = validation.delay_to_run_at(fields.pop("delay_ms"), now=now)
-    cleaned = validation.clean_fields(fields)
+    cleaned, errors = validation.clean_fields_partly(fields)
     for required in ("name", "workflow_id"):
-        if required not in cleaned:
-            raise ValidationError({required: ["this field is required"]})
-    _check_owner_cap(owner)
+        if required not in cleaned and required not in errors:
+            errors[required] = ["this field is required"]
     trigger = Trigger(owner=owner, **cleaned)
     if id is not None:
         trigger.id = id
     values = {f: getattr(trigger, f) for f in validation.WRITABLE_FIELDS}
     validation.normalise_schedule(values, now=now)
-    validation.validate_schedule(values, now=now, check_schedule=True, check_jitter=True)
+    validation.add_schedule_errors(errors, values, now=now, check_schedule=True, check_jitter=True)
+    if errors:
+        raise ValidationError(errors)
+    _check_owner_cap(owner)
     for field in validation.SCHEDULE_FIELDS:
         setattr(trigger, field, values[field])
     trigger.schedule_changed_at = now
@@ -86,18 +88,21 @@ def _apply_fields(trigger: Trigger, fields: dict[str, Any], *, now: datetime, ch
     name must not fail because an old schedule's end has since passed), unless `check_all`."""
     if "delay_ms" in fields:
         fields["run_at"] = validation.delay_to_run_at(fields.pop("delay_ms"), now=now)
-    cleaned = validation.clean_fields(fields)
+    cleaned, errors = validation.clean_fields_partly(fields)
     values = {f: getattr(trigger, f) for f in validation.WRITABLE_FIELDS}
     values.update(cleaned)
     validation.normalise_schedule(values, now=now)
     schedule_changed = any(values[f] != getattr(trigger, f) for f in validation.SCHEDULE_FIELDS)
     jitter_changed = values["jitter_seconds"] != trigger.jitter_seconds
-    validation.validate_schedule(
+    validation.add_schedule_errors(
+        errors,
         values,
         now=now,
         check_schedule=check_all or schedule_changed,
         check_jitter=check_all or schedule_changed or jitter_changed,
     )
+    if errors:
+        raise ValidationError(errors)
     for field, value in values.items():
         setattr(trigger, field, value)
     return schedule_changed

@@ -121,32 +121,47 @@ def _check_choice(field: str, value: Any) -> str:
 
 
 def clean_fields(data: Mapping[str, Any]) -> dict[str, Any]:
-    """Type, range and syntax checks of each given field on its own."""
-    unknown = sorted(set(data) - set(WRITABLE_FIELDS))
-    if unknown:
-        raise ValidationError({unknown[0]: ["is not a field that can be set"]})
+    """Type, range and syntax checks of each given field on its own; every problem at once."""
+    cleaned, errors = clean_fields_partly(data)
+    if errors:
+        raise ValidationError(errors)
+    return cleaned
+
+
+def clean_fields_partly(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """(the fields that passed, {field: messages} of those that did not): a form or an agent fixing its
+    input sees every problem in one answer, not one per round trip."""
+    errors: dict[str, list[str]] = {}
+    for field in sorted(set(data) - set(WRITABLE_FIELDS)):
+        errors[field] = ["is not a field that can be set"]
     cleaned: dict[str, Any] = {}
     for field, value in data.items():
-        if field in TEXT_LIMITS:
-            cleaned[field] = _check_text(field, value)
-        elif field in ("input", "metadata"):
-            cleaned[field] = _check_json(field, value)
-        elif field in INT_LIMITS:
-            cleaned[field] = _check_int(field, value)
-        elif field in DATETIME_FIELDS:
-            cleaned[field] = _check_datetime(field, value)
-        elif field in CHOICES:
-            cleaned[field] = _check_choice(field, value)
-        elif field == "timezone":
-            if not isinstance(value, str):
-                raise ValidationError({field: ["must be a string"]})
-            # Blank means "no zone given", which is UTC: stored as what it means, so the row, the API and
-            # the admin never show an empty zone that every reader must remember to read as UTC.
-            cleaned[field] = value.strip() or "UTC"
+        if field in errors:
+            continue
+        try:
+            if field in TEXT_LIMITS:
+                cleaned[field] = _check_text(field, value)
+            elif field in ("input", "metadata"):
+                cleaned[field] = _check_json(field, value)
+            elif field in INT_LIMITS:
+                cleaned[field] = _check_int(field, value)
+            elif field in DATETIME_FIELDS:
+                cleaned[field] = _check_datetime(field, value)
+            elif field in CHOICES:
+                cleaned[field] = _check_choice(field, value)
+            elif field == "timezone":
+                if not isinstance(value, str):
+                    raise ValidationError({field: ["must be a string"]})
+                # Blank means "no zone given", which is UTC: stored as what it means, so the row, the API
+                # and the admin never show an empty zone that every reader must remember to read as UTC.
+                cleaned[field] = value.strip() or "UTC"
+        except ValidationError as exc:
+            for name, messages in exc.message_dict.items():
+                errors.setdefault(name, []).extend(messages)
     if "target" in cleaned and cleaned["target"] not in settings.SCHEDULER_TARGETS:
         allowed = ", ".join(sorted(settings.SCHEDULER_TARGETS)) or "none configured"
-        raise ValidationError({"target": [f"unknown target {cleaned['target']!r}; allowed: {allowed}"]})
-    return cleaned
+        errors["target"] = [f"unknown target {cleaned.pop('target')!r}; allowed: {allowed}"]
+    return cleaned, errors
 
 
 def spec_from(values: Mapping[str, Any]) -> timing.ScheduleSpec:
@@ -186,16 +201,50 @@ def normalise_schedule(values: dict[str, Any], *, now: datetime) -> None:
 def validate_schedule(
     values: Mapping[str, Any], *, now: datetime, check_schedule: bool, check_jitter: bool
 ) -> None:
-    """Whole-trigger checks: the schedule can fire, and jitter stays below the gap between slots."""
+    """Whole-trigger checks: the schedule can fire, and jitter stays below the gap between slots. A bad
+    zone and a bad expression are both reported; the checks that need both valid come after."""
     spec = spec_from(values)
+    errors: dict[str, list[str]] = {}
     try:
         timing.get_zone(spec.timezone)
-        if check_schedule:
-            timing.validate_spec(spec, now=now, min_interval_seconds=settings.SCHEDULER_MIN_INTERVAL_SECONDS)
-        if check_jitter and values.get("jitter_seconds"):
-            timing.validate_jitter(spec, values["jitter_seconds"])
     except timing.TimingError as exc:
-        raise ValidationError({exc.field: [exc.message]}) from None
+        errors[exc.field] = [exc.message]
+    if check_schedule and spec.kind == TriggerKind.CRON and spec.cron_expression:
+        try:
+            timing.parse_cron(spec.cron_expression)
+        except timing.TimingError as exc:
+            errors.setdefault(exc.field, []).append(exc.message)
+    if not errors:
+        try:
+            if check_schedule:
+                minimum = settings.SCHEDULER_MIN_INTERVAL_SECONDS
+                timing.validate_spec(spec, now=now, min_interval_seconds=minimum)
+            if check_jitter and values.get("jitter_seconds"):
+                timing.validate_jitter(spec, values["jitter_seconds"])
+        except timing.TimingError as exc:
+            errors[exc.field] = [exc.message]
+    if errors:
+        raise ValidationError(errors)
+
+
+def add_schedule_errors(
+    errors: dict[str, list[str]],
+    values: Mapping[str, Any],
+    *,
+    now: datetime,
+    check_schedule: bool,
+    check_jitter: bool,
+) -> None:
+    """`validate_schedule`'s problems added to `errors` (from `clean_fields_partly`), when the schedule's
+    own fields passed: every answer lists every problem it can see, never a schedule check of half-valid
+    fields."""
+    if errors.keys() & {*SCHEDULE_FIELDS, "jitter_seconds"}:
+        return
+    try:
+        validate_schedule(values, now=now, check_schedule=check_schedule, check_jitter=check_jitter)
+    except ValidationError as exc:
+        for name, messages in exc.message_dict.items():
+            errors.setdefault(name, []).extend(messages)
 
 
 def delay_to_run_at(delay_ms: Any, *, now: datetime) -> datetime:

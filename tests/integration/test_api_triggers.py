@@ -423,3 +423,21 @@ def test_a_blank_timezone_is_stored_as_the_utc_it_means(api, blank: str) -> None
     assert response.status_code == 201, response.content[:300]
     assert response.json()["timezone"] == "UTC"
     assert Trigger.objects.get(pk=response.json()["id"]).timezone == "UTC"
+
+
+def test_every_problem_of_a_create_comes_in_one_400(user) -> None:
+    """An unknown target, a bad zone and a bad expression: one answer names all three, nothing is saved."""
+    api = client_for(user)
+    body = {"name": "n", "workflow_id": "wf", "cron_expression": "0 25 * * *", "timezone": "Mars/Olympus"}
+    response = api.post(TRIGGERS, {**body, "target": "nowhere"}, format="json")
+    assert response.status_code == 400, response.content
+    assert {"target", "cron_expression", "timezone"} <= set(response.json())
+    assert not Trigger.objects.exists()
+
+
+def test_the_preview_reports_a_bad_expression_and_a_bad_zone_together(user) -> None:
+    response = client_for(user).post(
+        "/api/v1/cron/preview/", {"expression": "61 * * * *", "timezone": "Nowhere/City"}, format="json"
+    )
+    assert response.status_code == 400, response.content
+    assert {"expression", "timezone"} <= set(response.json())
