@@ -19,7 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.admin import AdminSite
 from django.core.cache import cache
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count
 from django.db.models.functions import TruncHour
 from django.http import HttpRequest
@@ -112,20 +112,35 @@ def status_counts(*, since: datetime) -> list[StatusCount]:
 
 
 def upcoming_runs(*, limit: int = UPCOMING_LIMIT) -> list[dict[str, Any]]:
-    """The next runs across every trigger, soonest first, each in its trigger's zone and in UTC."""
+    """The next `limit` runs across every trigger, soonest first, each in its trigger's zone: slots, not
+    triggers, so a trigger due every minute fills the list as it will fill the next minutes. Only the
+    `limit` triggers due soonest can hold one of the next `limit` slots, so only they are expanded."""
+    import heapq
+
     from schedules.admin import schedule_in_words
     from schedules.models import Trigger
+    from schedules.services import trigger_preview
 
-    triggers = (
+    triggers = list(
         Trigger.objects.active()
         .filter(next_run_at__isnull=False)
         .select_related("owner")
         .order_by("next_run_at")[:limit]
     )
+    slots: list[tuple[datetime, str, Trigger]] = []
+    for trigger in triggers:
+        after = trigger.next_run_at - timedelta(microseconds=1)  # next_run_at is the first
+        try:
+            fires = trigger_preview(trigger=trigger, after=after, count=limit)
+        except ValidationError:  # a row whose schedule no longer parses still shows its next run
+            fires = []
+        times = [fire.slot for fire in fires] or [trigger.next_run_at]
+        slots.extend((slot, str(trigger.pk), trigger) for slot in times)
     return [
-        {"trigger": t, "when": instant(t.next_run_at, t.timezone), "schedule": schedule_in_words(t)}
-        for t in triggers
-    ]
+        {"trigger": trigger, "slot": slot, "when": instant(slot, trigger.timezone),
+         "schedule": schedule_in_words(trigger)}
+        for slot, _pk, trigger in heapq.nsmallest(limit, slots, key=lambda item: (item[0], item[1]))
+    ]  # fmt: skip
 
 
 def failing_triggers(
