@@ -8,6 +8,7 @@ from executions import callbacks
 from executions.api import agent
 from operations import health, metrics, status
 from schedules import tick
+from schedules.api import cronsvc
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -31,6 +32,14 @@ urlpatterns = [
     # The agent task queue's routes, as that system's clients call them (its cron secret, its shapes).
     re_path(r"^api/agent/execute/?$", agent.AgentExecuteView.as_view(), name="agent-execute"),
     re_path(r"^api/cron/check-scheduled-tasks/?$", agent.check_scheduled_tasks, name="agent-cron-check"),
+    # The Python cron service's routes, at the paths its clients call (`/schedules/…`, `/health`).
+    re_path(r"^schedules/upsert/?$", cronsvc.UpsertView.as_view(), name="cronsvc-upsert"),
+    re_path(r"^schedules/?$", cronsvc.ScheduleListView.as_view(), name="cronsvc-list"),
+    re_path(r"^schedules/(?P<schedule_id>[^/]+)/pause/?$", cronsvc.PauseView.as_view(), name="cronsvc-pause"),
+    re_path(r"^schedules/(?P<schedule_id>[^/]+)/runs/?$", cronsvc.RunsView.as_view(), name="cronsvc-runs"),
+    re_path(r"^schedules/(?P<schedule_id>[^/]+)/?$", cronsvc.ScheduleView.as_view(), name="cronsvc-schedule"),
+    re_path(r"^run-launcher/start/?$", cronsvc.RunLauncherView.as_view(), name="cronsvc-launch"),
+    re_path(r"^health/?$", health.healthz, name="cronsvc-health"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

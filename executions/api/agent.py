@@ -51,7 +51,7 @@ class ExecuteSerializer(serializers.Serializer):
     goal = serializers.CharField(max_length=2000, help_text="What the agent is to do.")
     agentType = serializers.CharField(max_length=200, default="general_agent", help_text="The agent to run.")
     # `async` is a keyword: declared below under its wire name.
-    priority = serializers.ChoiceField(choices=Priority.values, default=Priority.MEDIUM)
+    priority = serializers.ChoiceField(choices=Priority.choices, default=Priority.MEDIUM)
     schedule = ScheduleSerializer(required=False)
 
     def get_fields(self) -> dict[str, serializers.Field]:

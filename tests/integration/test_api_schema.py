@@ -57,7 +57,9 @@ EXPECTED_PATHS = {
     "/api/v1/cron/preview/", "/api/v1/presets/", "/api/scheduler/register/", "/api/scheduler/unregister/",
     "/api/scheduler/pause/", "/api/scheduler/history/", "/api/_flows/{name}/schedule/",
     "/api/_flows/{name}/schedules/", "/api/_flows/{name}/schedules/{id}/", "/api/v1/agent-tools/",
-    "/api/v1/agent-tools/call/", "/api/agent/execute/",
+    "/api/v1/agent-tools/call/", "/api/agent/execute/", "/schedules/upsert/", "/schedules/",
+    "/schedules/{schedule_id}/", "/schedules/{schedule_id}/pause/", "/schedules/{schedule_id}/runs/",
+    "/run-launcher/start/",
 }  # fmt: skip
 
 
