@@ -99,6 +99,10 @@ QUARANTINE_SECONDS = 300
 SYNC_ATTEMPTS = 8
 #: Triggers one reconcile pass sends a missed slot for; the rest wait for the next pass.
 RECONCILE_MAX_CATCHUP = 500
+#: The audit's slice (rows, or schedule members) and the least slack a tick must have to run one: ~30 ms of
+#: work, only when the next fire is at least this far off, so the audit never delays a due slot.
+AUDIT_ROWS = 250
+AUDIT_SLACK_SECONDS = 0.25
 TINY = timedelta(microseconds=1)
 
 
@@ -1200,7 +1204,7 @@ class Audit:
     a thousand and simply takes longer to go round. It finds what no write explains; what writes explain is
     `reconcile_changed`'s, every period."""
 
-    def __init__(self, *, budget: float, rows: int = CHUNK_SIZE) -> None:
+    def __init__(self, *, budget: float, rows: int = AUDIT_ROWS) -> None:
         self.budget = budget  # 0: no audit
         self.rows = rows
         self.after: uuid.UUID | None = None
@@ -1391,8 +1395,11 @@ class TriggerScheduler(RedBeatScheduler):
             self.reconcile()
         self.housekeeping()
         interval = self.fire_due()
-        if self._audit.due():
+        # The audit takes a tick's slack only: never while fires are due, and its slice comes off the sleep.
+        if interval >= AUDIT_SLACK_SECONDS and self._audit.due():
+            started = time.monotonic()
             self.audit_step()
+            interval = max(0.0, interval - (time.monotonic() - started))
         return interval
 
     def _hold_lock(self) -> bool:
