@@ -40,6 +40,7 @@ __all__ = [
     "SkipReason",
     "SlotPlan",
     "TriggerState",
+    "after_the_end",
     "apply_bounds",
     "backoff_delay",
     "bounds_skip_reason",
@@ -331,6 +332,37 @@ def apply_bounds(plans: Sequence[SlotPlan], state: TriggerState) -> list[SlotPla
         else:
             result.append(replace(plan, run=False, reason=reason, not_before=None))
     return result
+
+
+def after_the_end(plans: Sequence[SlotPlan], state: TriggerState) -> tuple[list[SlotPlan], list[SlotPlan]]:
+    """Split bounded plans (what :func:`apply_bounds` returned) into those to record and those that fall
+    after the trigger's end, which are recorded nowhere: ``(kept, after_end)``, each oldest first.
+
+    Why a slot after the end leaves no row at all: a trigger that completed (its ``max_runs`` reached, its
+    ``end_at`` passed, a one-off done) is finished, and its history must end with its last run. Fires for
+    later slots still arrive — queued behind the run that completed it while the worker was busy, or sent
+    by a beat entry not yet removed — and recording each as ``skipped`` would add rows to a finished
+    trigger for as long as they trickle in.
+
+    After the end means: the trigger is completed; the slot is after ``end_at``; ``max_runs`` was already
+    reached; or a plan the bounds turned into ``limit_reached``. A plan that comes after the one whose run
+    reaches ``max_runs`` is after the end too, even if a catch-up rule had skipped it. Plans before the end
+    (a catch-up skip older than the last run, a paused slot) are kept as they are.
+    """
+    kept: list[SlotPlan] = []
+    after_end: list[SlotPlan] = []
+    runs = state.run_count
+    ended = state.status == _STATUS_COMPLETED or (state.max_runs is not None and runs >= state.max_runs)
+    for plan in sorted(plans, key=lambda p: p.slot):
+        past_end_at = state.end_at is not None and plan.slot > state.end_at
+        if ended or past_end_at or plan.reason in (SkipReason.COMPLETED, SkipReason.LIMIT_REACHED):
+            after_end.append(plan)
+            continue
+        kept.append(plan)
+        if plan.run:
+            runs += 1
+            ended = state.max_runs is not None and runs >= state.max_runs
+    return kept, after_end
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -201,7 +201,13 @@ SLOT_FIELDS = ("last_slot", "run_count", "last_run_at", "last_status", "next_run
 
 
 def trigger_note_slots(
-    *, trigger: Trigger, through: datetime | None, started: int, last_status: str, now: datetime
+    *,
+    trigger: Trigger,
+    through: datetime | None,
+    started: int,
+    last_status: str,
+    now: datetime,
+    held: int = 0,
 ) -> bool:
     """The fire path decided every slot up to `through` (recorded, skipped or held back); `started` of them
     were sent to launch and the last one recorded ended up `last_status`. Advances `last_slot` (the fence
@@ -212,12 +218,16 @@ def trigger_note_slots(
 
     `through=None` (a backfill of past slots) counts the runs but leaves `last_slot` where it is.
 
+    `held` slots were held back to run later (overlap `queue`/`buffer_one`, a concurrency limit): they
+    count against `max_runs` now, when they are decided, not when they are promoted — otherwise a busy
+    `queue` trigger would pile up waiting slots past its limit and run every one of them.
+
     `trigger` is the row the caller locked (`select_for_update`) in the transaction it is still in."""
     if through is not None:
         trigger.last_slot = max(trigger.last_slot, through) if trigger.last_slot else through
     if started:
-        trigger.run_count += started
         trigger.last_run_at = now
+    trigger.run_count += started + held
     if last_status:
         trigger.last_status = last_status
     trigger.updated_at = now
@@ -240,11 +250,11 @@ def triggers_save_slots(*, triggers: Sequence[Trigger], ended: Iterable[uuid.UUI
 
 
 def trigger_record_slots(
-    *, trigger: Trigger, through: datetime, started: int, last_status: str, now: datetime
+    *, trigger: Trigger, through: datetime, started: int, last_status: str, now: datetime, held: int = 0
 ) -> Trigger:
     """`trigger_note_slots` and its save, for one trigger."""
     ended = trigger_note_slots(
-        trigger=trigger, through=through, started=started, last_status=last_status, now=now
+        trigger=trigger, through=through, started=started, last_status=last_status, now=now, held=held
     )
     triggers_save_slots(triggers=[trigger], ended=[trigger.pk] if ended else [])
     return trigger

@@ -87,7 +87,11 @@ FAILED_LAUNCH = CounterDef(
     "scheduler_runs_failed_launch", "Runs that ended failed or timed out because their launch failed."
 )
 ATTEMPTS = CounterDef("scheduler_run_attempts", "Launch attempts, by outcome.", label="outcome")
-COUNTERS = (DUE, EMITTED, SKIPPED, FAILED_LAUNCH, ATTEMPTS)
+AFTER_END = CounterDef(
+    "scheduler_slots_after_end",
+    "Fires for slots after their trigger's end (completed, past end_at or max_runs): nothing recorded.",
+)
+COUNTERS = (DUE, EMITTED, SKIPPED, FAILED_LAUNCH, ATTEMPTS, AFTER_END)
 
 LATENESS = HistogramDef(
     "scheduler_fire_lateness_seconds",
@@ -205,6 +209,14 @@ def runs_recorded(executions: Iterable[RunRecord]) -> None:
         if execution.origin in ("schedule", "tick") and execution.fire_at and execution.created_at:
             batch.observe(LATENESS, (execution.created_at - execution.fire_at).total_seconds())
     batch.send()
+
+
+def slots_after_end(count: int) -> None:
+    """Fire path, after commit: `count` slots fell after their trigger's end and recorded no row."""
+    if count:
+        batch = Batch.empty()
+        batch.count(AFTER_END, count)
+        batch.send()
 
 
 def attempts_recorded(outcomes: Iterable[str]) -> None:

@@ -171,6 +171,7 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
                         # cover are still the catch-up's to decide.
                         through=None if backfill else max(row.slot for row in rows if row.slot is not None),
                         started=sum(row.status == ExecutionStatus.PENDING for row in rows),
+                        held=sum(row.status == ExecutionStatus.WAITING for row in rows),
                         last_status=rows[-1].status,
                         now=now,
                     ):
@@ -189,6 +190,7 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
             [row.pk for row in created if row.status == ExecutionStatus.PENDING]
         )
     metrics.runs_recorded(created)
+    metrics.slots_after_end(book.after_end)
     return created
 
 
@@ -211,6 +213,8 @@ class _Book:
     #: Every row decided so far, in order; `saved` holds the ids already written.
     decided: list[Execution] = dataclasses.field(default_factory=list)
     saved: set[uuid.UUID] = dataclasses.field(default_factory=set)
+    #: Fires (or caught-up slots) that fell after their trigger's end and recorded nothing.
+    after_end: int = 0
 
     @classmethod
     def load(cls, triggers: dict[uuid.UUID, Trigger], fires: Sequence[Fire]) -> _Book:
@@ -222,6 +226,13 @@ class _Book:
             waiting=waiting,
             owner_active=selectors.owners_active({t.owner_id for t in triggers.values()}),
         )
+
+    def note_after_end(self, trigger: Trigger, slots: Sequence[datetime]) -> None:
+        """Slots after the trigger's end: no row, only a count (metric `scheduler_slots_after_end`) and a
+        log line, so a finished trigger's stray fires stay visible without touching its history."""
+        for slot in slots:
+            logger.info("slot %s of trigger %s is after its end; nothing recorded", slot, trigger.pk)
+        self.after_end += len(slots)
 
     def owner_at_limit(self, trigger: Trigger) -> bool:
         limit = settings.SCHEDULER_MAX_CONCURRENT_PER_OWNER
@@ -257,6 +268,11 @@ def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) ->
     if (trigger.pk, slot) in book.taken:
         logger.debug("slot %s of trigger %s already recorded; duplicate fire ignored", slot, trigger.pk)
         return None
+    if trigger.status == TriggerStatus.COMPLETED or (trigger.end_at is not None and slot > trigger.end_at):
+        # Queued behind the run that completed the trigger, or sent by a beat entry not yet removed: a
+        # finished trigger's history ends with its last run (`policies.after_the_end`).
+        book.note_after_end(trigger, [slot])
+        return None
     if fire.origin == ExecutionOrigin.BACKFILL:
         return _decide_backfill(trigger, fire, book, now=now)
     if trigger.last_slot is not None and slot <= trigger.last_slot:
@@ -279,7 +295,10 @@ def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) ->
         grace_seconds=trigger.misfire_grace_seconds,
         max_slots=settings.SCHEDULER_MAX_CATCHUP_SLOTS,
     )
-    plans = policies.apply_bounds(plans, _state(trigger))
+    plans, after_end = policies.after_the_end(policies.apply_bounds(plans, _state(trigger)), _state(trigger))
+    book.note_after_end(trigger, [plan.slot for plan in after_end])
+    if not plans:
+        return None
     rows = []
     for plan in plans:
         rows.append(
@@ -303,9 +322,12 @@ def _decide_backfill(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime
         )
         return None
     plan = policies.SlotPlan(slot=fire.slot, run=True, reason=None, not_before=fire.not_before, catchup=False)
-    (bounded,) = policies.apply_bounds([plan], _state(trigger))
-    if not bounded.run or trigger.deleted_at is not None:
-        logger.info("backfill of %s of trigger %s not recorded: %s", fire.slot, trigger.pk, bounded.reason)
+    kept, after_end = policies.after_the_end(policies.apply_bounds([plan], _state(trigger)), _state(trigger))
+    book.note_after_end(trigger, [p.slot for p in after_end])
+    bounded = kept[0] if kept else None
+    if bounded is None or not bounded.run or trigger.deleted_at is not None:
+        reason = bounded.reason if bounded is not None else "after the trigger's end"
+        logger.info("backfill of %s of trigger %s not recorded: %s", fire.slot, trigger.pk, reason)
         return None
     row = _decide_plan(trigger, bounded, book, origin=fire.origin, launched_by=fire.launched_by, now=now)
     book.taken.add((trigger.pk, fire.slot))

@@ -29,6 +29,7 @@ from executions.policies import (
     SkipReason,
     SlotPlan,
     TriggerState,
+    after_the_end,
     apply_bounds,
     backoff_delay,
     bounds_skip_reason,
@@ -728,6 +729,44 @@ def test_apply_bounds_keeps_existing_skip_reasons() -> None:
         (-10.0, "catchup_none", True, None),
         (0.0, "paused", False, None),
     ]
+
+
+@pytest.mark.parametrize(
+    ("trigger", "policy", "kept", "dropped"),
+    [
+        pytest.param(state(), "spread", [-15.0, -10.0, -5.0, 0.0], [], id="unbounded-drops-nothing"),
+        pytest.param(
+            state(max_runs=10, run_count=8), "spread", [-15.0, -10.0], [-5.0, 0.0], id="runs-past-max-runs"
+        ),
+        pytest.param(state(max_runs=2, run_count=2), "none", [], [-15.0, -10.0, -5.0, 0.0],
+                     id="max-runs-already-reached-drops-even-catchup-skips"),
+        pytest.param(state(status="completed"), "latest", [], [-15.0, -10.0, -5.0, 0.0], id="completed"),
+        pytest.param(state(end_at=m(-7)), "spread", [-15.0, -10.0], [-5.0, 0.0], id="after-end-at"),
+        pytest.param(
+            state(end_at=m(-7)), "none", [-15.0, -10.0], [-5.0, 0.0], id="after-end-at-even-catchup-skips"
+        ),
+        pytest.param(
+            state(status="paused"), "spread", [-15.0, -10.0, -5.0, 0.0], [], id="paused-slots-are-kept"
+        ),
+        pytest.param(
+            state(max_runs=3, run_count=2), "latest", [-15.0, -10.0, -5.0, 0.0], [],
+            id="superseded-skips-before-the-last-run-are-kept",
+        ),
+    ],
+)  # fmt: skip
+def test_after_the_end(trigger: TriggerState, policy: str, kept: list, dropped: list) -> None:
+    bounded = apply_bounds(plan(policy=policy, missed_minutes=[-15, -10, -5]), trigger)
+    got_kept, got_dropped = after_the_end(list(reversed(bounded)), trigger)
+    assert [(p.slot - NOW) / timedelta(minutes=1) for p in got_kept] == kept
+    assert [(p.slot - NOW) / timedelta(minutes=1) for p in got_dropped] == dropped
+    assert all(p.reason not in (SkipReason.COMPLETED, SkipReason.LIMIT_REACHED) for p in got_kept)
+
+
+def test_after_the_end_drops_a_catchup_skip_newer_than_the_run_that_reached_max_runs() -> None:
+    on_time = SlotPlan(slot=m(-1), run=True, reason=None, not_before=None, catchup=False)
+    skipped = SlotPlan(slot=NOW, run=False, reason=SkipReason.CATCHUP_NONE, not_before=None, catchup=True)
+    kept, dropped = after_the_end([skipped, on_time], state(max_runs=1, run_count=0))
+    assert (kept, dropped) == ([on_time], [skipped])
 
 
 # ----------------------------------------------------------------------------------------------------
