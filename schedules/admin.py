@@ -140,7 +140,10 @@ WHEN_FIELDS = (
     "kind", "preset", "cron_expression", "timezone", "fire_times", "interval_seconds", "anchor_at", "run_at",
     "start_at", "end_at", "max_runs", "jitter_seconds",
 )  # fmt: skip
-POLICY_FIELDS = ("overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds")
+POLICY_FIELDS = (
+    "overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds",
+    "auto_pause_after_failures",
+)  # fmt: skip
 LAUNCH_FIELDS = ("max_attempts", "backoff_seconds", "timeout_seconds", "priority")
 
 

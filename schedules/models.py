@@ -135,6 +135,14 @@ class Trigger(models.Model):
         default=default_misfire_grace_seconds,
         help_text="How late a slot may start and still count as on time.",
     )
+    auto_pause_after_failures = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Pause the trigger when this many runs in a row have failed or timed out (the reason becomes "
+            "its pause note); empty never pauses it."
+        ),
+    )
 
     # Launch settings
     max_attempts = models.PositiveSmallIntegerField(
@@ -227,6 +235,10 @@ class Trigger(models.Model):
                 name="trigger_max_runs_positive", condition=Q(max_runs__isnull=True) | Q(max_runs__gte=1)
             ),
             models.CheckConstraint(name="trigger_max_attempts_positive", condition=Q(max_attempts__gte=1)),
+            models.CheckConstraint(
+                name="trigger_auto_pause_positive",
+                condition=Q(auto_pause_after_failures__isnull=True) | Q(auto_pause_after_failures__gte=1),
+            ),
             models.CheckConstraint(name="trigger_timeout_positive", condition=Q(timeout_seconds__gte=1)),
             models.CheckConstraint(
                 name="trigger_status_valid", condition=Q(status__in=[s.value for s in TriggerStatus])

@@ -9,6 +9,7 @@ executions they count). So "next slot, or completed" is decided in one place: `_
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -20,7 +21,9 @@ from django.db import transaction
 
 from schedules import timing, validation
 from schedules.models import Trigger, TriggerStatus
-from toolkit import bulk, clock
+from toolkit import bulk, clock, metrics
+
+logger = logging.getLogger(__name__)
 
 
 def _sync_after_commit(trigger_id: uuid.UUID) -> None:
@@ -285,9 +288,48 @@ def trigger_note_end(
 
 
 def triggers_save_ends(*, triggers: Sequence[Trigger]) -> None:
-    """Save what `trigger_note_end` changed on `triggers`, in one statement. Same locking contract as
-    `trigger_record_slots`."""
+    """Save what `trigger_note_end` changed on `triggers`, in one statement, then pause those whose failure
+    streak reached their `auto_pause_after_failures`. Same locking contract as `trigger_record_slots`."""
     bulk.update_each(triggers, END_FIELDS)
+    for trigger in triggers:
+        _auto_pause_if_due(trigger)
+
+
+def auto_pause_reason(failures: int) -> str:
+    """The pause note of an automatic pause: what a user reads in the API, the admin and the CLI."""
+    return f"paused after {failures} consecutive failure{'s' if failures != 1 else ''}"
+
+
+def _auto_pause_if_due(trigger: Trigger) -> None:
+    """Pause a trigger whose runs keep failing (`auto_pause_after_failures`), through `trigger_pause` like
+    any pause — its beat entry goes after commit, and later slots are recorded `paused` — with the reason
+    as its note. It is judged on the streak, not on a crossing: resuming a trigger keeps its streak, so
+    the next failure pauses it again, and one success (which ends the streak) is what clears it. Only an
+    active trigger is paused (a run that fails after a manual pause, or after completion, changes nothing).
+
+    The instance is the caller's locked row: it is brought up to date, so a later save of it cannot undo
+    the pause."""
+    threshold = trigger.auto_pause_after_failures
+    if (
+        threshold is None
+        or trigger.consecutive_failures < threshold
+        or trigger.status != TriggerStatus.ACTIVE
+        or trigger.deleted_at is not None
+    ):
+        return
+    reason = auto_pause_reason(trigger.consecutive_failures)
+    paused = trigger_pause(trigger=trigger, reason=reason)
+    for field in ("status", "paused_at", "paused_reason", "next_run_at", "updated_at"):
+        setattr(trigger, field, getattr(paused, field))
+    failures, trigger_id = trigger.consecutive_failures, trigger.pk
+
+    def announce() -> None:
+        # Notifications (issue #19 item 1: "auto-paused" events per trigger and owner) hook in here, after
+        # commit, beside the log line and the counter: the pause is final by then.
+        logger.warning("trigger %s auto-paused after %d consecutive failures", trigger_id, failures)
+        metrics.trigger_auto_paused()
+
+    transaction.on_commit(announce, robust=True)
 
 
 def trigger_record_end(
@@ -298,6 +340,7 @@ def trigger_record_end(
         trigger=trigger, status=status, failed=failed, succeeded=succeeded, started_at=started_at, error=error
     )
     trigger.save(update_fields=list(END_FIELDS))
+    _auto_pause_if_due(trigger)
     return trigger
 
 

@@ -91,7 +91,10 @@ AFTER_END = CounterDef(
     "scheduler_slots_after_end",
     "Fires for slots after their trigger's end (completed, past end_at or max_runs): nothing recorded.",
 )
-COUNTERS = (DUE, EMITTED, SKIPPED, FAILED_LAUNCH, ATTEMPTS, AFTER_END)
+AUTO_PAUSED = CounterDef(
+    "scheduler_triggers_auto_paused", "Triggers paused by their auto_pause_after_failures limit."
+)
+COUNTERS = (DUE, EMITTED, SKIPPED, FAILED_LAUNCH, ATTEMPTS, AFTER_END, AUTO_PAUSED)
 
 LATENESS = HistogramDef(
     "scheduler_fire_lateness_seconds",
@@ -217,6 +220,13 @@ def slots_after_end(count: int) -> None:
         batch = Batch.empty()
         batch.count(AFTER_END, count)
         batch.send()
+
+
+def trigger_auto_paused() -> None:
+    """After commit: a trigger's failure streak paused it."""
+    batch = Batch.empty()
+    batch.count(AUTO_PAUSED)
+    batch.send()
 
 
 def attempts_recorded(outcomes: Iterable[str]) -> None:

@@ -159,7 +159,7 @@ class Command(BaseCommand):
                 ("Overlap", found.overlap_policy),
                 ("Catch-up", found.catchup_policy),
                 ("Runs", found.run_count),
-                ("Failing", f"{found.consecutive_failures} in a row"),
+                ("Failing", f"{found.consecutive_failures} in a row" + _auto_pause_text(found)),
             ]
         )
         next_table = cli.table(
@@ -255,3 +255,8 @@ def _messages(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
     return "; ".join(exc.messages)
+
+
+def _auto_pause_text(trigger: Trigger) -> str:
+    limit = trigger.auto_pause_after_failures
+    return f" (pauses at {limit})" if limit else ""
