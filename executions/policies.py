@@ -73,6 +73,9 @@ class SkipReason(Choices):
     CATCHUP_WINDOW = "catchup_window", "Missed; older than the catch-up window"
     CATCHUP_CAP = "catchup_cap", "Missed; beyond the catch-up cap"
     MISFIRE = "misfire", "Started later than the misfire grace"
+    #: On a waiting run: what holds it back (cleared when it starts).
+    OWNER_LIMIT = "owner_limit", "Held back: the owner's limit of concurrent runs"
+    WORKFLOW_LIMIT = "workflow_limit", "Held back: the owner's limit of concurrent runs of one workflow"
     LIMIT_REACHED = "limit_reached", "max_runs reached"
     DELETED = "deleted", "Trigger deleted"
 
@@ -379,11 +382,16 @@ class OverlapAction(StrEnum):
     REPLACE = "replace"  # cancel the running one(s), then launch this one
 
 
-def decide_overlap(*, policy: OverlapPolicy | str, running: int, waiting: int) -> OverlapAction:
+def decide_overlap(
+    *, policy: OverlapPolicy | str, running: int, waiting: int, max_concurrent: int = 1
+) -> OverlapAction:
     """Overlap decision for a slot that is ready to launch.
 
     ``running``: executions of this trigger that are running or queued (started or being started);
-    ``waiting``: executions held back by an earlier WAIT.
+    ``waiting``: executions held back by an earlier WAIT. ``max_concurrent``: how many may run at once
+    before the policy applies — the rules below read "something runs" as "``max_concurrent`` run"
+    (a trigger allowing 3 starts its second and third slots while the first still runs). ``allow``
+    ignores it.
 
     * ``allow`` always starts.
     * Nothing running and nothing waiting: start, whatever the policy.
@@ -399,16 +407,19 @@ def decide_overlap(*, policy: OverlapPolicy | str, running: int, waiting: int) -
     """
     if running < 0 or waiting < 0:
         raise ValueError(f"running and waiting must be >= 0, got running={running}, waiting={waiting}")
+    if isinstance(max_concurrent, bool) or max_concurrent < 1:
+        raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent!r}")
     overlap_policy = OverlapPolicy(policy)
     if overlap_policy is OverlapPolicy.ALLOW:
         return OverlapAction.START
+    busy = running >= max_concurrent
     if overlap_policy is OverlapPolicy.BUFFER_ONE:
         if waiting > 0:
             return OverlapAction.SKIP
-        return OverlapAction.WAIT if running > 0 else OverlapAction.START
+        return OverlapAction.WAIT if busy else OverlapAction.START
     if overlap_policy is OverlapPolicy.QUEUE:
-        return OverlapAction.WAIT if running > 0 or waiting > 0 else OverlapAction.START
-    if running == 0:
+        return OverlapAction.WAIT if busy or waiting > 0 else OverlapAction.START
+    if not busy:
         return OverlapAction.START
     return OverlapAction.SKIP if overlap_policy is OverlapPolicy.SKIP else OverlapAction.REPLACE
 

@@ -15,12 +15,11 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from schedules import timing, validation
-from schedules.models import Trigger, TriggerStatus
+from schedules import selectors, timing, validation
+from schedules.models import OwnerLimits, Trigger, TriggerStatus
 from toolkit import bulk, clock, metrics
 
 logger = logging.getLogger(__name__)
@@ -77,9 +76,12 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
 
 
 def _check_owner_cap(owner) -> None:
-    cap = settings.SCHEDULER_MAX_TRIGGERS_PER_OWNER
+    """The owner's own cap when an operator set one (`OwnerLimits`), else SCHEDULER_MAX_TRIGGERS_PER_OWNER."""
+    limits = selectors.limits_for(owner.pk)
+    cap = limits.max_triggers
     if Trigger.objects.live().filter(owner=owner).count() >= cap:
-        raise ValidationError({"owner": [f"limit of {cap} triggers per owner reached"]})
+        whose = "this owner's limit" if limits.custom else "limit"
+        raise ValidationError({"owner": [f"{whose} of {cap} triggers per owner reached"]})
 
 
 def _apply_fields(trigger: Trigger, fields: dict[str, Any], *, now: datetime, check_all: bool) -> bool:
@@ -362,3 +364,29 @@ def trigger_preview(
         validation.validate_schedule(values, now=now, check_schedule=True, check_jitter=False)
         runs = 0
     return timing.next_fire_times(validation.spec_from(values), after, count, runs_so_far=runs)
+
+
+_LIMIT_FIELDS = ("max_triggers", "max_concurrent_runs", "max_concurrent_per_workflow")
+
+
+@transaction.atomic
+def owner_limits_set(*, owner, note: str = "", **limits: Any) -> OwnerLimits:
+    """An operator's caps for one user (the admin calls this); a field left empty (None) falls back to the
+    environment's default. Lowering a cap never stops what runs or exists: it applies to the next trigger
+    registered and the next run started."""
+    unknown = sorted(set(limits) - set(_LIMIT_FIELDS))
+    if unknown:
+        raise ValidationError({unknown[0]: ["is not a limit"]})
+    for field, value in limits.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**9
+        ):
+            raise ValidationError({field: ["must be empty or an integer between 0 and 1000000000"]})
+    if not isinstance(note, str) or len(note) > 500:
+        raise ValidationError({"note": ["must be text of at most 500 characters"]})
+    row, _created = OwnerLimits.objects.select_for_update().get_or_create(owner=owner)
+    for field, value in limits.items():
+        setattr(row, field, value)
+    row.note = note
+    row.save()
+    return row

@@ -21,7 +21,7 @@ WRITABLE_FIELDS = (
     "name", "description", "workflow_id", "target", "input", "metadata", "kind", "cron_expression",
     "interval_seconds", "anchor_at", "run_at", "timezone", "start_at", "end_at", "max_runs", "jitter_seconds",
     "overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds", "max_attempts",
-    "backoff_seconds", "timeout_seconds", "priority", "auto_pause_after_failures",
+    "backoff_seconds", "timeout_seconds", "priority", "max_concurrent", "auto_pause_after_failures",
 )  # fmt: skip
 
 #: Changing any of these changes which slots exist, so catch-up must not replay the old schedule's slots.
@@ -44,6 +44,7 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
     "backoff_seconds": (0, 3600),
     "timeout_seconds": (1, 7 * DAY),
     "auto_pause_after_failures": (1, 10_000),
+    "max_concurrent": (1, 1000),
 }
 #: Integer fields where null means "no limit" (or, for an interval, "not this kind").
 NULLABLE_INTS = frozenset({"interval_seconds", "max_runs", "auto_pause_after_failures"})

@@ -24,9 +24,11 @@ from executions.models import (
 )
 from executions.services import dispatch
 from executions.services.finish import execution_cancel
+from schedules import selectors as schedule_selectors
 from schedules import services as trigger_services
 from schedules import timing, validation
 from schedules.models import OverlapPolicy, Trigger, TriggerStatus
+from schedules.selectors import Limits
 from toolkit import clock, ids, logcontext, metrics
 
 logger = logging.getLogger(__name__)
@@ -208,7 +210,9 @@ class _Book:
     taken: set[tuple[uuid.UUID, datetime]]
     running: dict[uuid.UUID, int]
     waiting: dict[uuid.UUID, int]
+    limits: dict[int, Limits]
     owner_active: dict[int, int]
+    workflow_active: dict[tuple[int, str], int]
     touched: dict[uuid.UUID, None] = dataclasses.field(default_factory=dict)  # ordered set
     #: Every row decided so far, in order; `saved` holds the ids already written.
     decided: list[Execution] = dataclasses.field(default_factory=list)
@@ -220,11 +224,21 @@ class _Book:
     def load(cls, triggers: dict[uuid.UUID, Trigger], fires: Sequence[Fire]) -> _Book:
         slots = {f.slot for f in fires}
         running, waiting = selectors.running_and_waiting_of(list(triggers))
+        limits = schedule_selectors.limits_of({t.owner_id for t in triggers.values()})
         return cls(
             taken=selectors.taken_slots(list(triggers), slots) if triggers else set(),
             running=running,
             waiting=waiting,
-            owner_active=selectors.owners_active({t.owner_id for t in triggers.values()}),
+            limits=limits,
+            # Counted only where a limit applies: with none set (the default) neither query runs.
+            owner_active=selectors.owners_active({o for o, lim in limits.items() if lim.max_concurrent_runs}),
+            workflow_active=selectors.workflows_active(
+                {
+                    (t.owner_id, t.workflow_id)
+                    for t in triggers.values()
+                    if limits[t.owner_id].max_concurrent_per_workflow
+                }
+            ),
         )
 
     def note_after_end(self, trigger: Trigger, slots: Sequence[datetime]) -> None:
@@ -234,14 +248,23 @@ class _Book:
             logger.info("slot %s of trigger %s is after its end; nothing recorded", slot, trigger.pk)
         self.after_end += len(slots)
 
-    def owner_at_limit(self, trigger: Trigger) -> bool:
-        limit = settings.SCHEDULER_MAX_CONCURRENT_PER_OWNER
-        return limit > 0 and self.owner_active.get(trigger.owner_id, 0) >= limit
+    def limit_reached(self, trigger: Trigger) -> SkipReason | None:
+        """`selectors.concurrency_limit_reached`, from the counts kept in memory for the batch."""
+        limits = self.limits[trigger.owner_id]
+        owner_cap, workflow_cap = limits.max_concurrent_runs, limits.max_concurrent_per_workflow
+        if owner_cap > 0 and self.owner_active.get(trigger.owner_id, 0) >= owner_cap:
+            return SkipReason.OWNER_LIMIT
+        key = (trigger.owner_id, trigger.workflow_id)
+        if workflow_cap > 0 and self.workflow_active.get(key, 0) >= workflow_cap:
+            return SkipReason.WORKFLOW_LIMIT
+        return None
 
     def count(self, trigger: Trigger, status: str, delta: int = 1) -> None:
         if status in ACTIVE_STATUSES:
             self.running[trigger.pk] = self.running.get(trigger.pk, 0) + delta
             self.owner_active[trigger.owner_id] = self.owner_active.get(trigger.owner_id, 0) + delta
+            key = (trigger.owner_id, trigger.workflow_id)
+            self.workflow_active[key] = self.workflow_active.get(key, 0) + delta
         elif status == ExecutionStatus.WAITING:
             self.waiting[trigger.pk] = self.waiting.get(trigger.pk, 0) + delta
 
@@ -258,7 +281,11 @@ class _Book:
         running, waiting = selectors.running_and_waiting_of([trigger.pk])
         self.running[trigger.pk] = running.get(trigger.pk, 0)
         self.waiting[trigger.pk] = waiting.get(trigger.pk, 0)
-        self.owner_active.update(selectors.owners_active({trigger.owner_id}))
+        key = (trigger.owner_id, trigger.workflow_id)
+        self.owner_active[trigger.owner_id] = selectors.owners_active({trigger.owner_id}).get(
+            trigger.owner_id, 0
+        )
+        self.workflow_active[key] = selectors.workflows_active({key}).get(key, 0)
 
 
 def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) -> list[Execution] | None:
@@ -357,12 +384,15 @@ def _decide_plan(
         policy=trigger.overlap_policy,
         running=book.running.get(trigger.pk, 0),
         waiting=book.waiting.get(trigger.pk, 0),
+        max_concurrent=trigger.max_concurrent,
     )
+    held_by = None if action is policies.OverlapAction.SKIP else book.limit_reached(trigger)
     if action is policies.OverlapAction.SKIP:
         execution.status, execution.skip_reason = ExecutionStatus.SKIPPED, SkipReason.OVERLAP
         execution.finished_at = now
-    elif action is policies.OverlapAction.WAIT or book.owner_at_limit(trigger):
-        execution.status = ExecutionStatus.WAITING
+    elif action is policies.OverlapAction.WAIT or held_by is not None:
+        # A waiting row says what holds it back when that is a limit (its own earlier runs need no word).
+        execution.status, execution.skip_reason = ExecutionStatus.WAITING, held_by or ""
     else:
         execution.status = ExecutionStatus.PENDING
         if action is policies.OverlapAction.REPLACE:
@@ -378,9 +408,12 @@ def _replace_running(trigger: Trigger, execution: Execution, book: _Book) -> Non
     services (their ends, counters and promotions), so they must see this batch's earlier rows of the
     trigger: those are written first, and this row is written at once too. Rare enough to be per row."""
     _insert(book.decided, book)
+    # With `max_concurrent` > 1 only the oldest runs beyond the limit make room: the newest keep going.
+    active = Execution.objects.filter(trigger=trigger, status__in=ACTIVE_STATUSES)
+    excess = max(0, active.count() - trigger.max_concurrent + 1)
+    oldest = list(active.order_by("created_at", "pk").values_list("pk", flat=True)[:excess])
     # In primary-key order, as every batch locks executions: two cancelling writers cannot cross.
-    active = Execution.objects.filter(trigger=trigger, status__in=ACTIVE_STATUSES).order_by("pk")
-    for running_execution in active:
+    for running_execution in Execution.objects.filter(pk__in=oldest).order_by("pk"):
         execution_cancel(execution=running_execution, reason="replaced by a newer slot")
     book.decided.append(execution)
     _insert([execution], book)

@@ -150,6 +150,8 @@ ADD_FORM = {
     "max_runs": "",
     "jitter_seconds": "0",
     "overlap_policy": "skip",
+    "max_concurrent": "1",
+    "auto_pause_after_failures": "",
     "catchup_policy": "latest",
     "catchup_window_seconds": "3600",
     "misfire_grace_seconds": "60",

@@ -789,6 +789,34 @@ EXPECTED_OVERLAP = {
 @pytest.mark.parametrize(
     ("policy", "running", "waiting", "expected"),
     [
+        pytest.param(OverlapPolicy.SKIP, 1, 0, S, id="skip-room-for-a-second"),
+        pytest.param(OverlapPolicy.SKIP, 2, 0, K, id="skip-full"),
+        pytest.param(OverlapPolicy.REPLACE, 1, 0, S, id="replace-room-for-a-second"),
+        pytest.param(OverlapPolicy.REPLACE, 2, 0, R, id="replace-full"),
+        pytest.param(OverlapPolicy.QUEUE, 1, 0, S, id="queue-room-for-a-second"),
+        pytest.param(OverlapPolicy.QUEUE, 1, 1, W, id="queue-keeps-slot-order-behind-a-waiting-one"),
+        pytest.param(OverlapPolicy.QUEUE, 2, 0, W, id="queue-full"),
+        pytest.param(OverlapPolicy.BUFFER_ONE, 1, 0, S, id="buffer-one-room-for-a-second"),
+        pytest.param(OverlapPolicy.BUFFER_ONE, 2, 0, W, id="buffer-one-full"),
+        pytest.param(OverlapPolicy.BUFFER_ONE, 1, 1, K, id="buffer-one-already-one-waiting"),
+        pytest.param(OverlapPolicy.ALLOW, 9, 9, S, id="allow-ignores-it"),
+    ],
+)
+def test_decide_overlap_with_max_concurrent_two(
+    policy: OverlapPolicy, running: int, waiting: int, expected: OverlapAction
+) -> None:
+    assert decide_overlap(policy=policy, running=running, waiting=waiting, max_concurrent=2) is expected
+
+
+@pytest.mark.parametrize("bad", [0, -1, True])
+def test_decide_overlap_rejects_a_max_concurrent_below_one(bad: int) -> None:
+    with pytest.raises(ValueError, match="max_concurrent"):
+        decide_overlap(policy=OverlapPolicy.SKIP, running=0, waiting=0, max_concurrent=bad)
+
+
+@pytest.mark.parametrize(
+    ("policy", "running", "waiting", "expected"),
+    [
         pytest.param(policy, running, waiting, action, id=f"{policy}-running{running}-waiting{waiting}")
         for policy, actions in EXPECTED_OVERLAP.items()
         for (running, waiting), action in zip(STATES, actions, strict=True)
