@@ -145,6 +145,7 @@ POLICY_FIELDS = (
     "auto_pause_after_failures",
 )  # fmt: skip
 LAUNCH_FIELDS = ("max_attempts", "backoff_seconds", "timeout_seconds", "priority")
+HISTORY_FIELDS = ("keep_succeeded", "keep_failed")
 
 
 @admin.register(Trigger)
@@ -185,6 +186,13 @@ class TriggerAdmin(OperationsMixin, admin.ModelAdmin):
         ),
         ("Policies", {"fields": POLICY_FIELDS}),
         ("Launch settings", {"fields": LAUNCH_FIELDS}),
+        (
+            "History",
+            {
+                "fields": HISTORY_FIELDS,
+                "description": "Beside the operator's age retention; runs still going are never pruned.",
+            },
+        ),
     )
 
     class Media:

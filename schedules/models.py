@@ -153,6 +153,16 @@ class Trigger(models.Model):
         ),
     )
 
+    # History limits, beside the operator's age retention (SCHEDULER_EXECUTION_RETENTION)
+    keep_succeeded = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Keep only this many of the latest succeeded runs; empty keeps all."
+    )
+    keep_failed = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Keep only this many of the latest failed or timed-out runs; empty keeps all.",
+    )
+
     # Launch settings
     max_attempts = models.PositiveSmallIntegerField(
         default=default_max_attempts, help_text="Launch attempts before a run is marked failed."
@@ -246,6 +256,11 @@ class Trigger(models.Model):
             models.CheckConstraint(name="trigger_max_attempts_positive", condition=Q(max_attempts__gte=1)),
             models.CheckConstraint(
                 name="trigger_max_concurrent_positive", condition=Q(max_concurrent__gte=1)
+            ),
+            models.CheckConstraint(
+                name="trigger_keep_positive",
+                condition=(Q(keep_succeeded__isnull=True) | Q(keep_succeeded__gte=1))
+                & (Q(keep_failed__isnull=True) | Q(keep_failed__gte=1)),
             ),
             models.CheckConstraint(
                 name="trigger_auto_pause_positive",

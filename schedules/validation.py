@@ -22,6 +22,7 @@ WRITABLE_FIELDS = (
     "interval_seconds", "anchor_at", "run_at", "timezone", "start_at", "end_at", "max_runs", "jitter_seconds",
     "overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds", "max_attempts",
     "backoff_seconds", "timeout_seconds", "priority", "max_concurrent", "auto_pause_after_failures",
+    "keep_succeeded", "keep_failed",
 )  # fmt: skip
 
 #: Changing any of these changes which slots exist, so catch-up must not replay the old schedule's slots.
@@ -45,9 +46,13 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
     "timeout_seconds": (1, 7 * DAY),
     "auto_pause_after_failures": (1, 10_000),
     "max_concurrent": (1, 1000),
+    "keep_succeeded": (1, 1_000_000),
+    "keep_failed": (1, 1_000_000),
 }
 #: Integer fields where null means "no limit" (or, for an interval, "not this kind").
-NULLABLE_INTS = frozenset({"interval_seconds", "max_runs", "auto_pause_after_failures"})
+NULLABLE_INTS = frozenset(
+    {"interval_seconds", "max_runs", "auto_pause_after_failures", "keep_succeeded", "keep_failed"}
+)
 DATETIME_FIELDS = ("anchor_at", "run_at", "start_at", "end_at")
 CHOICES = {
     "kind": TriggerKind,

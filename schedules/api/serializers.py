@@ -131,6 +131,8 @@ class TriggerSerializer(InstantModelSerializer):
     priority = _choice("priority")
     max_concurrent = _integer("max_concurrent")
     auto_pause_after_failures = _integer("auto_pause_after_failures", allow_null=True)
+    keep_succeeded = _integer("keep_succeeded", allow_null=True)
+    keep_failed = _integer("keep_failed", allow_null=True)
     delay_ms = serializers.IntegerField(
         write_only=True,
         required=False,
@@ -156,7 +158,7 @@ class TriggerSerializer(InstantModelSerializer):
             "end_at", "max_runs", "jitter_seconds", "delay_ms",
             "overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds",
             "max_attempts", "backoff_seconds", "timeout_seconds", "priority", "max_concurrent",
-            "auto_pause_after_failures", "paused",
+            "auto_pause_after_failures", "keep_succeeded", "keep_failed", "paused",
             "owner", "status", "paused_at", "paused_reason", "resumed_at", "schedule_description",
             "next_run_at", "last_slot", "last_run_at", "last_status", "last_error",
             "run_count", "failure_count", "consecutive_failures", "created_at", "updated_at",
