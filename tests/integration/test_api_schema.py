@@ -54,7 +54,8 @@ EXPECTED_PATHS = {
     "/api/v1/triggers/{id}/executions/", "/api/v1/triggers/{id}/stats/", "/api/v1/triggers/{id}/backfill/",
     "/api/v1/executions/",
     "/api/v1/executions/{id}/", "/api/v1/executions/{id}/cancel/", "/api/v1/executions/{id}/rerun/",
-    "/api/v1/cron/preview/", "/api/v1/presets/", "/api/v1/limits/", "/api/scheduler/register/", "/api/scheduler/unregister/",
+    "/api/v1/cron/preview/", "/api/v1/presets/", "/api/v1/limits/", "/api/scheduler/register/",
+    "/api/scheduler/unregister/",
     "/api/scheduler/pause/", "/api/scheduler/history/", "/api/_flows/{name}/schedule/",
     "/api/_flows/{name}/schedules/", "/api/_flows/{name}/schedules/{id}/",
 }  # fmt: skip

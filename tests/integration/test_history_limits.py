@@ -13,7 +13,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from executions import tasks
-from executions.models import Execution, ExecutionOrigin, ExecutionStatus
+from executions.models import Execution, ExecutionOrigin
 from executions.services import execution_prune_history
 from schedules import services
 from schedules.models import Trigger
