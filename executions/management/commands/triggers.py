@@ -156,7 +156,7 @@ class Command(BaseCommand):
                 ("Schedule", f"{schedule_text(found)} ({data['description']})"),
                 ("Zone", found.timezone),
                 ("Status", found.status + (f" ({found.paused_reason})" if found.paused_reason else "")),
-                ("Overlap", found.overlap_policy),
+                ("Overlap", f"{found.overlap_policy} (at most {found.max_concurrent} at once)"),
                 ("Catch-up", found.catchup_policy),
                 ("Runs", found.run_count),
                 ("Failing", f"{found.consecutive_failures} in a row" + _auto_pause_text(found)),
