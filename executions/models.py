@@ -80,7 +80,11 @@ class Execution(models.Model):
         help_text="Where the run is in its life.",
     )
     skip_reason = models.CharField(
-        max_length=32, choices=SkipReason.choices, blank=True, default="", help_text="Why it was skipped."
+        max_length=32,
+        choices=SkipReason.choices,
+        blank=True,
+        default="",
+        help_text="Why it was skipped; on a waiting run, the limit that holds it back.",
     )
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Launch attempts made so far.")
     priority = models.CharField(

@@ -40,6 +40,7 @@ __all__ = [
     "SkipReason",
     "SlotPlan",
     "TriggerState",
+    "after_the_end",
     "apply_bounds",
     "backoff_delay",
     "bounds_skip_reason",
@@ -72,6 +73,9 @@ class SkipReason(Choices):
     CATCHUP_WINDOW = "catchup_window", "Missed; older than the catch-up window"
     CATCHUP_CAP = "catchup_cap", "Missed; beyond the catch-up cap"
     MISFIRE = "misfire", "Started later than the misfire grace"
+    #: On a waiting run: what holds it back (cleared when it starts).
+    OWNER_LIMIT = "owner_limit", "Held back: the owner's limit of concurrent runs"
+    WORKFLOW_LIMIT = "workflow_limit", "Held back: the owner's limit of concurrent runs of one workflow"
     LIMIT_REACHED = "limit_reached", "max_runs reached"
     DELETED = "deleted", "Trigger deleted"
 
@@ -333,6 +337,37 @@ def apply_bounds(plans: Sequence[SlotPlan], state: TriggerState) -> list[SlotPla
     return result
 
 
+def after_the_end(plans: Sequence[SlotPlan], state: TriggerState) -> tuple[list[SlotPlan], list[SlotPlan]]:
+    """Split bounded plans (what :func:`apply_bounds` returned) into those to record and those that fall
+    after the trigger's end, which are recorded nowhere: ``(kept, after_end)``, each oldest first.
+
+    Why a slot after the end leaves no row at all: a trigger that completed (its ``max_runs`` reached, its
+    ``end_at`` passed, a one-off done) is finished, and its history must end with its last run. Fires for
+    later slots still arrive — queued behind the run that completed it while the worker was busy, or sent
+    by a beat entry not yet removed — and recording each as ``skipped`` would add rows to a finished
+    trigger for as long as they trickle in.
+
+    After the end means: the trigger is completed; the slot is after ``end_at``; ``max_runs`` was already
+    reached; or a plan the bounds turned into ``limit_reached``. A plan that comes after the one whose run
+    reaches ``max_runs`` is after the end too, even if a catch-up rule had skipped it. Plans before the end
+    (a catch-up skip older than the last run, a paused slot) are kept as they are.
+    """
+    kept: list[SlotPlan] = []
+    after_end: list[SlotPlan] = []
+    runs = state.run_count
+    ended = state.status == _STATUS_COMPLETED or (state.max_runs is not None and runs >= state.max_runs)
+    for plan in sorted(plans, key=lambda p: p.slot):
+        past_end_at = state.end_at is not None and plan.slot > state.end_at
+        if ended or past_end_at or plan.reason in (SkipReason.COMPLETED, SkipReason.LIMIT_REACHED):
+            after_end.append(plan)
+            continue
+        kept.append(plan)
+        if plan.run:
+            runs += 1
+            ended = state.max_runs is not None and runs >= state.max_runs
+    return kept, after_end
+
+
 # ----------------------------------------------------------------------------------------------------
 # Overlap
 # ----------------------------------------------------------------------------------------------------
@@ -347,11 +382,16 @@ class OverlapAction(StrEnum):
     REPLACE = "replace"  # cancel the running one(s), then launch this one
 
 
-def decide_overlap(*, policy: OverlapPolicy | str, running: int, waiting: int) -> OverlapAction:
+def decide_overlap(
+    *, policy: OverlapPolicy | str, running: int, waiting: int, max_concurrent: int = 1
+) -> OverlapAction:
     """Overlap decision for a slot that is ready to launch.
 
     ``running``: executions of this trigger that are running or queued (started or being started);
-    ``waiting``: executions held back by an earlier WAIT.
+    ``waiting``: executions held back by an earlier WAIT. ``max_concurrent``: how many may run at once
+    before the policy applies — the rules below read "something runs" as "``max_concurrent`` run"
+    (a trigger allowing 3 starts its second and third slots while the first still runs). ``allow``
+    ignores it.
 
     * ``allow`` always starts.
     * Nothing running and nothing waiting: start, whatever the policy.
@@ -367,16 +407,19 @@ def decide_overlap(*, policy: OverlapPolicy | str, running: int, waiting: int) -
     """
     if running < 0 or waiting < 0:
         raise ValueError(f"running and waiting must be >= 0, got running={running}, waiting={waiting}")
+    if isinstance(max_concurrent, bool) or max_concurrent < 1:
+        raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent!r}")
     overlap_policy = OverlapPolicy(policy)
     if overlap_policy is OverlapPolicy.ALLOW:
         return OverlapAction.START
+    busy = running >= max_concurrent
     if overlap_policy is OverlapPolicy.BUFFER_ONE:
         if waiting > 0:
             return OverlapAction.SKIP
-        return OverlapAction.WAIT if running > 0 else OverlapAction.START
+        return OverlapAction.WAIT if busy else OverlapAction.START
     if overlap_policy is OverlapPolicy.QUEUE:
-        return OverlapAction.WAIT if running > 0 or waiting > 0 else OverlapAction.START
-    if running == 0:
+        return OverlapAction.WAIT if busy or waiting > 0 else OverlapAction.START
+    if not busy:
         return OverlapAction.START
     return OverlapAction.SKIP if overlap_policy is OverlapPolicy.SKIP else OverlapAction.REPLACE
 

@@ -8,16 +8,26 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import NamedTuple
 
-from django.conf import settings
 from django.db.models import Count
 
-from executions.models import ACTIVE_STATUSES, Execution, ExecutionStatus
+from executions.models import ACTIVE_STATUSES, Execution, ExecutionStatus, SkipReason
+from schedules import selectors as schedule_selectors
 from schedules.models import Trigger
+from schedules.selectors import Limits
 
 
-def owner_at_limit(trigger: Trigger) -> bool:
-    limit = settings.SCHEDULER_MAX_CONCURRENT_PER_OWNER
-    return limit > 0 and owners_active({trigger.owner_id}).get(trigger.owner_id, 0) >= limit
+def concurrency_limit_reached(trigger: Trigger, limits: Limits | None = None) -> SkipReason | None:
+    """Which concurrency limit holds a new run of `trigger` back, or None: its owner's limit of runs at
+    once, then the limit of runs of one workflow (both per user in `OwnerLimits`, defaults from the
+    environment). The value is what a waiting row records as its reason."""
+    limits = limits or schedule_selectors.limits_for(trigger.owner_id)
+    owner_cap, workflow_cap = limits.max_concurrent_runs, limits.max_concurrent_per_workflow
+    if owner_cap > 0 and owners_active({trigger.owner_id}).get(trigger.owner_id, 0) >= owner_cap:
+        return SkipReason.OWNER_LIMIT
+    key = (trigger.owner_id, trigger.workflow_id)
+    if workflow_cap > 0 and workflows_active({key}).get(key, 0) >= workflow_cap:
+        return SkipReason.WORKFLOW_LIMIT
+    return None
 
 
 def recorded_slots(trigger: Trigger, candidates: list[datetime]) -> set[datetime]:
@@ -69,9 +79,10 @@ def running_and_waiting_of(
 
 
 def owners_active(owner_ids: Iterable[int]) -> dict[int, int]:
-    """Active runs per owner (for the per-owner concurrency limit); nothing is read when there is no limit."""
+    """Active runs per owner (for the per-owner concurrency limit). Callers pass only owners that have a
+    limit, so nothing is read when no one has one."""
     owners = sorted(set(owner_ids))
-    if settings.SCHEDULER_MAX_CONCURRENT_PER_OWNER <= 0 or not owners:
+    if not owners:
         return {}
     rows = (
         Execution.objects.filter(trigger__owner_id__in=owners, status__in=ACTIVE_STATUSES)
@@ -80,6 +91,24 @@ def owners_active(owner_ids: Iterable[int]) -> dict[int, int]:
         .annotate(n=Count("pk"))
     )
     return {owner: n for owner, n in rows}
+
+
+def workflows_active(keys: Iterable[tuple[int, str]]) -> dict[tuple[int, str], int]:
+    """Active runs per (owner, workflow id), for the per-workflow concurrency limit; one grouped query."""
+    pairs = set(keys)
+    if not pairs:
+        return {}
+    owners = {owner for owner, _wf in pairs}
+    workflows = {wf for _owner, wf in pairs}
+    rows = (
+        Execution.objects.filter(
+            trigger__owner_id__in=owners, trigger__workflow_id__in=workflows, status__in=ACTIVE_STATUSES
+        )
+        .order_by()
+        .values_list("trigger__owner_id", "trigger__workflow_id")
+        .annotate(n=Count("pk"))
+    )
+    return {(owner, wf): n for owner, wf, n in rows if (owner, wf) in pairs}
 
 
 def taken_slots(

@@ -97,9 +97,10 @@ def sweep() -> dict[str, int]:
 @shared_task(name="executions.prune", acks_late=True, ignore_result=True)
 def prune(older_than: str | None = None) -> int:
     """Daily retention: delete finished executions older than `older_than` (default
-    `settings.SCHEDULER_EXECUTION_RETENTION`, else 90 days)."""
+    `settings.SCHEDULER_EXECUTION_RETENTION`, else 90 days), then the runs beyond each trigger's history
+    limits (`keep_succeeded`, `keep_failed`). Returns how many went."""
     age = older_than or cast(str, getattr(settings, "SCHEDULER_EXECUTION_RETENTION", "90d"))
-    return services.execution_prune(older_than=policies.parse_age(age))
+    return services.execution_prune(older_than=policies.parse_age(age)) + services.execution_prune_history()
 
 
 @shared_task(name="executions.demo_workflow", acks_late=True)

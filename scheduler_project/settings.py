@@ -256,6 +256,9 @@ SCHEDULER_LAUNCH_BATCH_SIZE = env_int("SCHEDULER_LAUNCH_BATCH_SIZE", 16)
 # the same few statements (seconds; small beside any attempt's grace).
 SCHEDULER_LAUNCH_RECORD_WINDOW = env_float("SCHEDULER_LAUNCH_RECORD_WINDOW", 0.02)
 SCHEDULER_MAX_CONCURRENT_PER_OWNER = env_int("SCHEDULER_MAX_CONCURRENT_PER_OWNER", 0)  # 0 = unlimited
+# Runs of one workflow (one owner's triggers with the same workflow_id) going at once; 0 = unlimited. These
+# three caps are the defaults: an operator overrides them per user (`schedules.OwnerLimits`, in the admin).
+SCHEDULER_MAX_CONCURRENT_PER_WORKFLOW = env_int("SCHEDULER_MAX_CONCURRENT_PER_WORKFLOW", 0)
 # Dotted paths the `python` launcher may call (operator-only; a trigger names one as its workflow_id).
 SCHEDULER_PYTHON_CALLABLES = env_list("SCHEDULER_PYTHON_CALLABLES", [])
 # Finished executions older than this are pruned daily ("90d", "12h", "30m"); trigger counters survive.

@@ -26,7 +26,7 @@ from executions.admin import LatestExecutionsInline, execution_link
 from executions.models import UNSUCCESSFUL_STATUSES, Execution, ExecutionStatus
 from schedules import services, timing, validation
 from schedules.forms import BackfillForm, TriggerAdminForm
-from schedules.models import Trigger, TriggerStatus
+from schedules.models import OwnerLimits, Trigger, TriggerStatus
 from toolkit.admin import (
     UTC_ZONE,
     EstimatedCountPaginator,
@@ -155,8 +155,12 @@ WHEN_FIELDS = (
     "kind", "preset", "cron_expression", "timezone", "fire_times", "interval_seconds", "anchor_at", "run_at",
     "start_at", "end_at", "max_runs", "jitter_seconds",
 )  # fmt: skip
-POLICY_FIELDS = ("overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds")
+POLICY_FIELDS = (
+    "overlap_policy", "max_concurrent", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds",
+    "auto_pause_after_failures",
+)  # fmt: skip
 LAUNCH_FIELDS = ("max_attempts", "backoff_seconds", "timeout_seconds", "priority")
+HISTORY_FIELDS = ("keep_succeeded", "keep_failed")
 
 
 @admin.register(Trigger)
@@ -197,6 +201,13 @@ class TriggerAdmin(OperationsMixin, admin.ModelAdmin):
         ),
         ("Policies", {"fields": POLICY_FIELDS}),
         ("Launch settings", {"fields": LAUNCH_FIELDS}),
+        (
+            "History",
+            {
+                "fields": HISTORY_FIELDS,
+                "description": "Beside the operator's age retention; runs still going are never pruned.",
+            },
+        ),
     )
 
     class Media:
@@ -361,3 +372,25 @@ class TriggerAdmin(OperationsMixin, admin.ModelAdmin):
         objs = list(objs)
         listed = [format_html("Trigger: {}", obj) for obj in objs]
         return listed, {Trigger._meta.verbose_name_plural: len(objs)}, set(), []
+
+
+@admin.register(OwnerLimits)
+class OwnerLimitsAdmin(admin.ModelAdmin):
+    """Per-user caps over the environment's defaults; saved through `services.owner_limits_set`."""
+
+    list_display = ("owner", "max_triggers", "max_concurrent_runs", "max_concurrent_per_workflow", "note")
+    search_fields = ("owner__username",)
+    autocomplete_fields = ("owner",)
+    fields = ("owner", "max_triggers", "max_concurrent_runs", "max_concurrent_per_workflow", "note")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: OwnerLimits | None = None) -> tuple[str, ...]:
+        return ("owner",) if obj is not None else ()
+
+    def save_model(self, request: HttpRequest, obj: OwnerLimits, form: Any, change: bool) -> None:
+        services.owner_limits_set(
+            owner=obj.owner,
+            note=obj.note,
+            max_triggers=obj.max_triggers,
+            max_concurrent_runs=obj.max_concurrent_runs,
+            max_concurrent_per_workflow=obj.max_concurrent_per_workflow,
+        )

@@ -12,7 +12,9 @@ from django.db.models import Q
 from schedules.querysets import TriggerQuerySet
 from schedules.vocabulary import CatchupPolicy, OverlapPolicy, Priority, TriggerKind, TriggerStatus
 
-__all__ = ["CatchupPolicy", "OverlapPolicy", "Priority", "Trigger", "TriggerKind", "TriggerStatus"]
+__all__ = [
+    "CatchupPolicy", "OverlapPolicy", "OwnerLimits", "Priority", "Trigger", "TriggerKind", "TriggerStatus",
+]  # fmt: skip
 
 
 def _default(name: str):
@@ -135,6 +137,31 @@ class Trigger(models.Model):
         default=default_misfire_grace_seconds,
         help_text="How late a slot may start and still count as on time.",
     )
+    max_concurrent = models.PositiveIntegerField(
+        default=1,
+        help_text=(
+            "How many of its runs may go at once before the overlap policy applies (skip, queue, "
+            "buffer_one, replace); allow ignores it."
+        ),
+    )
+    auto_pause_after_failures = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Pause the trigger when this many runs in a row have failed or timed out (the reason becomes "
+            "its pause note); empty never pauses it."
+        ),
+    )
+
+    # History limits, beside the operator's age retention (SCHEDULER_EXECUTION_RETENTION)
+    keep_succeeded = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Keep only this many of the latest succeeded runs; empty keeps all."
+    )
+    keep_failed = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Keep only this many of the latest failed or timed-out runs; empty keeps all.",
+    )
 
     # Launch settings
     max_attempts = models.PositiveSmallIntegerField(
@@ -233,6 +260,18 @@ class Trigger(models.Model):
                 name="trigger_max_runs_positive", condition=Q(max_runs__isnull=True) | Q(max_runs__gte=1)
             ),
             models.CheckConstraint(name="trigger_max_attempts_positive", condition=Q(max_attempts__gte=1)),
+            models.CheckConstraint(
+                name="trigger_max_concurrent_positive", condition=Q(max_concurrent__gte=1)
+            ),
+            models.CheckConstraint(
+                name="trigger_keep_positive",
+                condition=(Q(keep_succeeded__isnull=True) | Q(keep_succeeded__gte=1))
+                & (Q(keep_failed__isnull=True) | Q(keep_failed__gte=1)),
+            ),
+            models.CheckConstraint(
+                name="trigger_auto_pause_positive",
+                condition=Q(auto_pause_after_failures__isnull=True) | Q(auto_pause_after_failures__gte=1),
+            ),
             models.CheckConstraint(name="trigger_timeout_positive", condition=Q(timeout_seconds__gte=1)),
             models.CheckConstraint(
                 name="trigger_status_valid", condition=Q(status__in=[s.value for s in TriggerStatus])
@@ -256,3 +295,43 @@ class Trigger(models.Model):
         if self.kind == TriggerKind.ONCE and self.run_at is not None:
             return int(self.last_slot is not None and self.last_slot >= self.run_at)
         return self.run_count
+
+
+class OwnerLimits(models.Model):
+    """An operator's caps for one user, where the environment's defaults do not fit (a team that runs many
+    workflows, a user who must be held to a few). An empty field means the default
+    (`SCHEDULER_MAX_TRIGGERS_PER_OWNER`, `SCHEDULER_MAX_CONCURRENT_PER_OWNER`,
+    `SCHEDULER_MAX_CONCURRENT_PER_WORKFLOW`); `schedules.selectors.limits_of` resolves them."""
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="scheduler_limits",
+        help_text="The user these limits apply to.",
+    )
+    max_triggers = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Live triggers this user may have; empty = the default."
+    )
+    max_concurrent_runs = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Runs of this user's triggers going at once (0 = unlimited); empty = the default.",
+    )
+    max_concurrent_per_workflow = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text=(
+            "Runs of one workflow (this user's triggers with the same workflow id) going at once "
+            "(0 = unlimited); empty = the default."
+        ),
+    )
+    note = models.CharField(max_length=500, blank=True, default="", help_text="Why these limits were set.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
+
+    class Meta:
+        verbose_name = "owner limits"
+        verbose_name_plural = "owner limits"
+
+    def __str__(self) -> str:
+        return f"limits of {self.owner}"

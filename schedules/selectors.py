@@ -2,12 +2,68 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import Iterable
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
-from schedules.models import Trigger, TriggerStatus
+from schedules.models import OwnerLimits, Trigger, TriggerStatus
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """One owner's caps as they apply: the operator's per-user values, the environment's where unset.
+    Concurrency caps of 0 mean unlimited (as in the environment)."""
+
+    max_triggers: int
+    max_concurrent_runs: int
+    max_concurrent_per_workflow: int
+    custom: bool  # whether an operator set any of them for this user
+
+    def as_json(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def default_limits() -> Limits:
+    return Limits(
+        max_triggers=settings.SCHEDULER_MAX_TRIGGERS_PER_OWNER,
+        max_concurrent_runs=settings.SCHEDULER_MAX_CONCURRENT_PER_OWNER,
+        max_concurrent_per_workflow=settings.SCHEDULER_MAX_CONCURRENT_PER_WORKFLOW,
+        custom=False,
+    )
+
+
+def limits_of(owner_ids: Iterable[int]) -> dict[int, Limits]:
+    """Each owner's limits, in one query (the fire path reads a whole batch's owners at once)."""
+    owners = set(owner_ids)
+    base = default_limits()
+    found = {row.owner_id: row for row in OwnerLimits.objects.filter(owner_id__in=owners)} if owners else {}
+    result = {}
+    for owner in owners:
+        row = found.get(owner)
+        if row is None:
+            result[owner] = base
+            continue
+        result[owner] = Limits(
+            max_triggers=base.max_triggers if row.max_triggers is None else row.max_triggers,
+            max_concurrent_runs=(
+                base.max_concurrent_runs if row.max_concurrent_runs is None else row.max_concurrent_runs
+            ),
+            max_concurrent_per_workflow=(
+                base.max_concurrent_per_workflow
+                if row.max_concurrent_per_workflow is None
+                else row.max_concurrent_per_workflow
+            ),
+            custom=True,
+        )
+    return result
+
+
+def limits_for(owner_id: int) -> Limits:
+    return limits_of([owner_id])[owner_id]
 
 
 def trigger_list(*, owner: str | None = None, paused: bool | None = None) -> QuerySet[Trigger]:

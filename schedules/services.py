@@ -9,18 +9,20 @@ executions they count). So "next slot, or completed" is decided in one place: `_
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from schedules import timing, validation
-from schedules.models import Trigger, TriggerStatus
-from toolkit import bulk, clock
+from schedules import selectors, timing, validation
+from schedules.models import OwnerLimits, Trigger, TriggerStatus
+from toolkit import bulk, clock, metrics
+
+logger = logging.getLogger(__name__)
 
 
 def _sync_after_commit(trigger_id: uuid.UUID) -> None:
@@ -76,10 +78,14 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
 
 
 def _check_owner_cap(owner) -> None:
-    """Counts at most `cap` rows (0: no cap), so the check costs the cap, not an owner's whole fleet."""
-    cap = settings.SCHEDULER_MAX_TRIGGERS_PER_OWNER
-    if cap > 0 and Trigger.objects.live().filter(owner=owner).order_by().values("pk")[:cap].count() >= cap:
-        raise ValidationError({"owner": [f"limit of {cap} triggers per owner reached"]})
+    """The owner's own cap when an operator set one (`OwnerLimits`), else SCHEDULER_MAX_TRIGGERS_PER_OWNER
+    (0: none). Counts at most `cap` rows, so the check costs the cap, not an owner's whole fleet."""
+    limits = selectors.limits_for(owner.pk)
+    cap = limits.max_triggers
+    live = Trigger.objects.live().filter(owner=owner).order_by().values("pk")
+    if cap > 0 and live[:cap].count() >= cap:
+        whose = "this owner's limit" if limits.custom else "limit"
+        raise ValidationError({"owner": [f"{whose} of {cap} triggers per owner reached"]})
 
 
 def _apply_fields(trigger: Trigger, fields: dict[str, Any], *, now: datetime, check_all: bool) -> bool:
@@ -207,7 +213,13 @@ SLOT_FIELDS = ("last_slot", "run_count", "last_run_at", "last_status", "next_run
 
 
 def trigger_note_slots(
-    *, trigger: Trigger, through: datetime | None, started: int, last_status: str, now: datetime
+    *,
+    trigger: Trigger,
+    through: datetime | None,
+    started: int,
+    last_status: str,
+    now: datetime,
+    held: int = 0,
 ) -> bool:
     """The fire path decided every slot up to `through` (recorded, skipped or held back); `started` of them
     were sent to launch and the last one recorded ended up `last_status`. Advances `last_slot` (the fence
@@ -218,12 +230,16 @@ def trigger_note_slots(
 
     `through=None` (a backfill of past slots) counts the runs but leaves `last_slot` where it is.
 
+    `held` slots were held back to run later (overlap `queue`/`buffer_one`, a concurrency limit): they
+    count against `max_runs` now, when they are decided, not when they are promoted — otherwise a busy
+    `queue` trigger would pile up waiting slots past its limit and run every one of them.
+
     `trigger` is the row the caller locked (`select_for_update`) in the transaction it is still in."""
     if through is not None:
         trigger.last_slot = max(trigger.last_slot, through) if trigger.last_slot else through
     if started:
-        trigger.run_count += started
         trigger.last_run_at = now
+    trigger.run_count += started + held
     if last_status:
         trigger.last_status = last_status
     trigger.updated_at = now
@@ -246,11 +262,11 @@ def triggers_save_slots(*, triggers: Sequence[Trigger], ended: Iterable[uuid.UUI
 
 
 def trigger_record_slots(
-    *, trigger: Trigger, through: datetime, started: int, last_status: str, now: datetime
+    *, trigger: Trigger, through: datetime, started: int, last_status: str, now: datetime, held: int = 0
 ) -> Trigger:
     """`trigger_note_slots` and its save, for one trigger."""
     ended = trigger_note_slots(
-        trigger=trigger, through=through, started=started, last_status=last_status, now=now
+        trigger=trigger, through=through, started=started, last_status=last_status, now=now, held=held
     )
     triggers_save_slots(triggers=[trigger], ended=[trigger.pk] if ended else [])
     return trigger
@@ -281,9 +297,48 @@ def trigger_note_end(
 
 
 def triggers_save_ends(*, triggers: Sequence[Trigger]) -> None:
-    """Save what `trigger_note_end` changed on `triggers`, in one statement. Same locking contract as
-    `trigger_record_slots`."""
+    """Save what `trigger_note_end` changed on `triggers`, in one statement, then pause those whose failure
+    streak reached their `auto_pause_after_failures`. Same locking contract as `trigger_record_slots`."""
     bulk.update_each(triggers, END_FIELDS)
+    for trigger in triggers:
+        _auto_pause_if_due(trigger)
+
+
+def auto_pause_reason(failures: int) -> str:
+    """The pause note of an automatic pause: what a user reads in the API, the admin and the CLI."""
+    return f"paused after {failures} consecutive failure{'s' if failures != 1 else ''}"
+
+
+def _auto_pause_if_due(trigger: Trigger) -> None:
+    """Pause a trigger whose runs keep failing (`auto_pause_after_failures`), through `trigger_pause` like
+    any pause — its beat entry goes after commit, and later slots are recorded `paused` — with the reason
+    as its note. It is judged on the streak, not on a crossing: resuming a trigger keeps its streak, so
+    the next failure pauses it again, and one success (which ends the streak) is what clears it. Only an
+    active trigger is paused (a run that fails after a manual pause, or after completion, changes nothing).
+
+    The instance is the caller's locked row: it is brought up to date, so a later save of it cannot undo
+    the pause."""
+    threshold = trigger.auto_pause_after_failures
+    if (
+        threshold is None
+        or trigger.consecutive_failures < threshold
+        or trigger.status != TriggerStatus.ACTIVE
+        or trigger.deleted_at is not None
+    ):
+        return
+    reason = auto_pause_reason(trigger.consecutive_failures)
+    paused = trigger_pause(trigger=trigger, reason=reason)
+    for field in ("status", "paused_at", "paused_reason", "next_run_at", "updated_at"):
+        setattr(trigger, field, getattr(paused, field))
+    failures, trigger_id = trigger.consecutive_failures, trigger.pk
+
+    def announce() -> None:
+        # Notifications (issue #19 item 1: "auto-paused" events per trigger and owner) hook in here, after
+        # commit, beside the log line and the counter: the pause is final by then.
+        logger.warning("trigger %s auto-paused after %d consecutive failures", trigger_id, failures)
+        metrics.trigger_auto_paused()
+
+    transaction.on_commit(announce, robust=True)
 
 
 def trigger_record_end(
@@ -294,6 +349,7 @@ def trigger_record_end(
         trigger=trigger, status=status, failed=failed, succeeded=succeeded, started_at=started_at, error=error
     )
     trigger.save(update_fields=list(END_FIELDS))
+    _auto_pause_if_due(trigger)
     return trigger
 
 
@@ -315,3 +371,29 @@ def trigger_preview(
         validation.validate_schedule(values, now=now, check_schedule=True, check_jitter=False)
         runs = 0
     return timing.next_fire_times(validation.spec_from(values), after, count, runs_so_far=runs)
+
+
+_LIMIT_FIELDS = ("max_triggers", "max_concurrent_runs", "max_concurrent_per_workflow")
+
+
+@transaction.atomic
+def owner_limits_set(*, owner, note: str = "", **limits: Any) -> OwnerLimits:
+    """An operator's caps for one user (the admin calls this); a field left empty (None) falls back to the
+    environment's default. Lowering a cap never stops what runs or exists: it applies to the next trigger
+    registered and the next run started."""
+    unknown = sorted(set(limits) - set(_LIMIT_FIELDS))
+    if unknown:
+        raise ValidationError({unknown[0]: ["is not a limit"]})
+    for field, value in limits.items():
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10**9
+        ):
+            raise ValidationError({field: ["must be empty or an integer between 0 and 1000000000"]})
+    if not isinstance(note, str) or len(note) > 500:
+        raise ValidationError({"note": ["must be text of at most 500 characters"]})
+    row, _created = OwnerLimits.objects.select_for_update().get_or_create(owner=owner)
+    for field, value in limits.items():
+        setattr(row, field, value)
+    row.note = note
+    row.save()
+    return row

@@ -21,7 +21,8 @@ WRITABLE_FIELDS = (
     "name", "description", "workflow_id", "target", "input", "metadata", "kind", "cron_expression",
     "interval_seconds", "anchor_at", "run_at", "timezone", "start_at", "end_at", "max_runs", "jitter_seconds",
     "overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds", "max_attempts",
-    "backoff_seconds", "timeout_seconds", "priority",
+    "backoff_seconds", "timeout_seconds", "priority", "max_concurrent", "auto_pause_after_failures",
+    "keep_succeeded", "keep_failed",
 )  # fmt: skip
 
 #: Changing any of these changes which slots exist, so catch-up must not replay the old schedule's slots.
@@ -43,7 +44,15 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
     "max_attempts": (1, 20),
     "backoff_seconds": (0, 3600),
     "timeout_seconds": (1, 7 * DAY),
+    "auto_pause_after_failures": (1, 10_000),
+    "max_concurrent": (1, 1000),
+    "keep_succeeded": (1, 1_000_000),
+    "keep_failed": (1, 1_000_000),
 }
+#: Integer fields where null means "no limit" (or, for an interval, "not this kind").
+NULLABLE_INTS = frozenset(
+    {"interval_seconds", "max_runs", "auto_pause_after_failures", "keep_succeeded", "keep_failed"}
+)
 DATETIME_FIELDS = ("anchor_at", "run_at", "start_at", "end_at")
 CHOICES = {
     "kind": TriggerKind,
@@ -91,7 +100,7 @@ def _check_json(field: str, value: Any) -> dict:
 
 def _check_int(field: str, value: Any) -> int | None:
     if value is None:
-        if field in {"interval_seconds", "max_runs"}:
+        if field in NULLABLE_INTS:
             return None
         raise ValidationError({field: ["must not be null"]})
     if isinstance(value, bool) or not isinstance(value, int):

@@ -87,7 +87,14 @@ FAILED_LAUNCH = CounterDef(
     "scheduler_runs_failed_launch", "Runs that ended failed or timed out because their launch failed."
 )
 ATTEMPTS = CounterDef("scheduler_run_attempts", "Launch attempts, by outcome.", label="outcome")
-COUNTERS = (DUE, EMITTED, SKIPPED, FAILED_LAUNCH, ATTEMPTS)
+AFTER_END = CounterDef(
+    "scheduler_slots_after_end",
+    "Fires for slots after their trigger's end (completed, past end_at or max_runs): nothing recorded.",
+)
+AUTO_PAUSED = CounterDef(
+    "scheduler_triggers_auto_paused", "Triggers paused by their auto_pause_after_failures limit."
+)
+COUNTERS = (DUE, EMITTED, SKIPPED, FAILED_LAUNCH, ATTEMPTS, AFTER_END, AUTO_PAUSED)
 
 LATENESS = HistogramDef(
     "scheduler_fire_lateness_seconds",
@@ -204,6 +211,21 @@ def runs_recorded(executions: Iterable[RunRecord]) -> None:
             batch.count(EMITTED)
         if execution.origin in ("schedule", "tick") and execution.fire_at and execution.created_at:
             batch.observe(LATENESS, (execution.created_at - execution.fire_at).total_seconds())
+    batch.send()
+
+
+def slots_after_end(count: int) -> None:
+    """Fire path, after commit: `count` slots fell after their trigger's end and recorded no row."""
+    if count:
+        batch = Batch.empty()
+        batch.count(AFTER_END, count)
+        batch.send()
+
+
+def trigger_auto_paused() -> None:
+    """After commit: a trigger's failure streak paused it."""
+    batch = Batch.empty()
+    batch.count(AUTO_PAUSED)
     batch.send()
 
 

@@ -11,7 +11,8 @@ here, so callers write `services.execution_fire(...)`):
   all end a run through `finish.finish`, which updates the trigger's counters (through
   `schedules.services`) in the same transaction and starts the next waiting slot.
 * `backfill` — a past range of a trigger's slots, sent through `fire` (origin `backfill`).
-* `manual` (run now, re-run), `sweep` (the periodic sweeper) and `retention`.
+* `manual` (run now, re-run), `sweep` (the periodic sweeper) and `retention` (age, and the per-trigger
+  history limits).
 
 The stages import one another in one direction only: dispatch <- finish <- fire, launch, sweep;
 fire <- backfill; manual and retention stand alone. Lock order everywhere: trigger row, then execution row
@@ -29,7 +30,7 @@ from executions.services.finish import (
 from executions.services.fire import Fire, execution_fire, execution_fire_batch
 from executions.services.launch import execution_launch_attempt, execution_launch_batch
 from executions.services.manual import execution_rerun, execution_run_now
-from executions.services.retention import execution_prune
+from executions.services.retention import execution_prune, execution_prune_history
 from executions.services.sweep import PENDING_GRACE, SweepReport, execution_sweep
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "execution_launch_attempt",
     "execution_launch_batch",
     "execution_prune",
+    "execution_prune_history",
     "execution_rerun",
     "execution_run_now",
     "execution_sweep",

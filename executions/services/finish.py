@@ -27,7 +27,7 @@ from executions.models import (
 )
 from executions.services.dispatch import execution_enqueue_after_commit
 from schedules import services as trigger_services
-from schedules.models import Trigger
+from schedules.models import OverlapPolicy, Trigger
 from toolkit import clock, metrics
 
 logger = logging.getLogger(__name__)
@@ -110,8 +110,10 @@ def note_end(
 
 def promote_waiting(trigger: Trigger) -> None:
     """When a run ends, the oldest waiting slot of its trigger (queue / buffer_one) starts, in slot order —
-    unless the trigger still has a run going or its owner is at the concurrency limit (the sweeper retries
-    those, since the run that frees the owner's capacity may belong to another trigger)."""
+    unless the trigger still has `max_concurrent` runs going (an `allow` trigger, held back only by a
+    limit, has no such cap) or a concurrency limit of its owner or workflow still holds (the sweeper
+    retries those, since the run that frees the capacity may belong to another trigger). A row still held
+    by a limit is marked with the limit that holds it now."""
     nxt = (
         Execution.objects.select_for_update()
         .filter(trigger_id=trigger.pk, status=ExecutionStatus.WAITING)
@@ -120,12 +122,18 @@ def promote_waiting(trigger: Trigger) -> None:
     )
     if nxt is None:
         return
-    if Execution.objects.filter(trigger_id=trigger.pk, status__in=ACTIVE_STATUSES).exists():
+    if trigger.overlap_policy != OverlapPolicy.ALLOW:
+        active = Execution.objects.filter(trigger_id=trigger.pk, status__in=ACTIVE_STATUSES).count()
+        if active >= trigger.max_concurrent:
+            return
+    held_by = selectors.concurrency_limit_reached(trigger)
+    if held_by is not None:
+        if nxt.skip_reason != held_by:
+            nxt.skip_reason = held_by
+            nxt.save(update_fields=["skip_reason", "updated_at"])
         return
-    if selectors.owner_at_limit(trigger):
-        return
-    nxt.status = ExecutionStatus.PENDING
-    nxt.save(update_fields=["status", "updated_at"])
+    nxt.status, nxt.skip_reason = ExecutionStatus.PENDING, ""
+    nxt.save(update_fields=["status", "skip_reason", "updated_at"])
     execution_enqueue_after_commit(nxt)
 
 

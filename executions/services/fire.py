@@ -24,9 +24,11 @@ from executions.models import (
 )
 from executions.services import dispatch
 from executions.services.finish import execution_cancel
+from schedules import selectors as schedule_selectors
 from schedules import services as trigger_services
 from schedules import timing, validation
 from schedules.models import OverlapPolicy, Trigger, TriggerStatus
+from schedules.selectors import Limits
 from toolkit import clock, ids, logcontext, metrics
 
 logger = logging.getLogger(__name__)
@@ -171,6 +173,7 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
                         # cover are still the catch-up's to decide.
                         through=None if backfill else max(row.slot for row in rows if row.slot is not None),
                         started=sum(row.status == ExecutionStatus.PENDING for row in rows),
+                        held=sum(row.status == ExecutionStatus.WAITING for row in rows),
                         last_status=rows[-1].status,
                         now=now,
                     ):
@@ -189,6 +192,7 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
             [row.pk for row in created if row.status == ExecutionStatus.PENDING]
         )
     metrics.runs_recorded(created)
+    metrics.slots_after_end(book.after_end)
     return created
 
 
@@ -206,31 +210,61 @@ class _Book:
     taken: set[tuple[uuid.UUID, datetime]]
     running: dict[uuid.UUID, int]
     waiting: dict[uuid.UUID, int]
+    limits: dict[int, Limits]
     owner_active: dict[int, int]
+    workflow_active: dict[tuple[int, str], int]
     touched: dict[uuid.UUID, None] = dataclasses.field(default_factory=dict)  # ordered set
     #: Every row decided so far, in order; `saved` holds the ids already written.
     decided: list[Execution] = dataclasses.field(default_factory=list)
     saved: set[uuid.UUID] = dataclasses.field(default_factory=set)
+    #: Fires (or caught-up slots) that fell after their trigger's end and recorded nothing.
+    after_end: int = 0
 
     @classmethod
     def load(cls, triggers: dict[uuid.UUID, Trigger], fires: Sequence[Fire]) -> _Book:
         slots = {f.slot for f in fires}
         running, waiting = selectors.running_and_waiting_of(list(triggers))
+        limits = schedule_selectors.limits_of({t.owner_id for t in triggers.values()})
         return cls(
             taken=selectors.taken_slots(list(triggers), slots) if triggers else set(),
             running=running,
             waiting=waiting,
-            owner_active=selectors.owners_active({t.owner_id for t in triggers.values()}),
+            limits=limits,
+            # Counted only where a limit applies: with none set (the default) neither query runs.
+            owner_active=selectors.owners_active({o for o, lim in limits.items() if lim.max_concurrent_runs}),
+            workflow_active=selectors.workflows_active(
+                {
+                    (t.owner_id, t.workflow_id)
+                    for t in triggers.values()
+                    if limits[t.owner_id].max_concurrent_per_workflow
+                }
+            ),
         )
 
-    def owner_at_limit(self, trigger: Trigger) -> bool:
-        limit = settings.SCHEDULER_MAX_CONCURRENT_PER_OWNER
-        return limit > 0 and self.owner_active.get(trigger.owner_id, 0) >= limit
+    def note_after_end(self, trigger: Trigger, slots: Sequence[datetime]) -> None:
+        """Slots after the trigger's end: no row, only a count (metric `scheduler_slots_after_end`) and a
+        log line, so a finished trigger's stray fires stay visible without touching its history."""
+        for slot in slots:
+            logger.info("slot %s of trigger %s is after its end; nothing recorded", slot, trigger.pk)
+        self.after_end += len(slots)
+
+    def limit_reached(self, trigger: Trigger) -> SkipReason | None:
+        """`selectors.concurrency_limit_reached`, from the counts kept in memory for the batch."""
+        limits = self.limits[trigger.owner_id]
+        owner_cap, workflow_cap = limits.max_concurrent_runs, limits.max_concurrent_per_workflow
+        if owner_cap > 0 and self.owner_active.get(trigger.owner_id, 0) >= owner_cap:
+            return SkipReason.OWNER_LIMIT
+        key = (trigger.owner_id, trigger.workflow_id)
+        if workflow_cap > 0 and self.workflow_active.get(key, 0) >= workflow_cap:
+            return SkipReason.WORKFLOW_LIMIT
+        return None
 
     def count(self, trigger: Trigger, status: str, delta: int = 1) -> None:
         if status in ACTIVE_STATUSES:
             self.running[trigger.pk] = self.running.get(trigger.pk, 0) + delta
             self.owner_active[trigger.owner_id] = self.owner_active.get(trigger.owner_id, 0) + delta
+            key = (trigger.owner_id, trigger.workflow_id)
+            self.workflow_active[key] = self.workflow_active.get(key, 0) + delta
         elif status == ExecutionStatus.WAITING:
             self.waiting[trigger.pk] = self.waiting.get(trigger.pk, 0) + delta
 
@@ -247,7 +281,11 @@ class _Book:
         running, waiting = selectors.running_and_waiting_of([trigger.pk])
         self.running[trigger.pk] = running.get(trigger.pk, 0)
         self.waiting[trigger.pk] = waiting.get(trigger.pk, 0)
-        self.owner_active.update(selectors.owners_active({trigger.owner_id}))
+        key = (trigger.owner_id, trigger.workflow_id)
+        self.owner_active[trigger.owner_id] = selectors.owners_active({trigger.owner_id}).get(
+            trigger.owner_id, 0
+        )
+        self.workflow_active[key] = selectors.workflows_active({key}).get(key, 0)
 
 
 def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) -> list[Execution] | None:
@@ -256,6 +294,11 @@ def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) ->
     slot = fire.slot
     if (trigger.pk, slot) in book.taken:
         logger.debug("slot %s of trigger %s already recorded; duplicate fire ignored", slot, trigger.pk)
+        return None
+    if trigger.status == TriggerStatus.COMPLETED or (trigger.end_at is not None and slot > trigger.end_at):
+        # Queued behind the run that completed the trigger, or sent by a beat entry not yet removed: a
+        # finished trigger's history ends with its last run (`policies.after_the_end`).
+        book.note_after_end(trigger, [slot])
         return None
     if fire.origin == ExecutionOrigin.BACKFILL:
         return _decide_backfill(trigger, fire, book, now=now)
@@ -279,7 +322,10 @@ def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) ->
         grace_seconds=trigger.misfire_grace_seconds,
         max_slots=settings.SCHEDULER_MAX_CATCHUP_SLOTS,
     )
-    plans = policies.apply_bounds(plans, _state(trigger))
+    plans, after_end = policies.after_the_end(policies.apply_bounds(plans, _state(trigger)), _state(trigger))
+    book.note_after_end(trigger, [plan.slot for plan in after_end])
+    if not plans:
+        return None
     rows = []
     for plan in plans:
         rows.append(
@@ -303,9 +349,12 @@ def _decide_backfill(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime
         )
         return None
     plan = policies.SlotPlan(slot=fire.slot, run=True, reason=None, not_before=fire.not_before, catchup=False)
-    (bounded,) = policies.apply_bounds([plan], _state(trigger))
-    if not bounded.run or trigger.deleted_at is not None:
-        logger.info("backfill of %s of trigger %s not recorded: %s", fire.slot, trigger.pk, bounded.reason)
+    kept, after_end = policies.after_the_end(policies.apply_bounds([plan], _state(trigger)), _state(trigger))
+    book.note_after_end(trigger, [p.slot for p in after_end])
+    bounded = kept[0] if kept else None
+    if bounded is None or not bounded.run or trigger.deleted_at is not None:
+        reason = bounded.reason if bounded is not None else "after the trigger's end"
+        logger.info("backfill of %s of trigger %s not recorded: %s", fire.slot, trigger.pk, reason)
         return None
     row = _decide_plan(trigger, bounded, book, origin=fire.origin, launched_by=fire.launched_by, now=now)
     book.taken.add((trigger.pk, fire.slot))
@@ -335,12 +384,15 @@ def _decide_plan(
         policy=trigger.overlap_policy,
         running=book.running.get(trigger.pk, 0),
         waiting=book.waiting.get(trigger.pk, 0),
+        max_concurrent=trigger.max_concurrent,
     )
+    held_by = None if action is policies.OverlapAction.SKIP else book.limit_reached(trigger)
     if action is policies.OverlapAction.SKIP:
         execution.status, execution.skip_reason = ExecutionStatus.SKIPPED, SkipReason.OVERLAP
         execution.finished_at = now
-    elif action is policies.OverlapAction.WAIT or book.owner_at_limit(trigger):
-        execution.status = ExecutionStatus.WAITING
+    elif action is policies.OverlapAction.WAIT or held_by is not None:
+        # A waiting row says what holds it back when that is a limit (its own earlier runs need no word).
+        execution.status, execution.skip_reason = ExecutionStatus.WAITING, held_by or ""
     else:
         execution.status = ExecutionStatus.PENDING
         if action is policies.OverlapAction.REPLACE:
@@ -356,9 +408,12 @@ def _replace_running(trigger: Trigger, execution: Execution, book: _Book) -> Non
     services (their ends, counters and promotions), so they must see this batch's earlier rows of the
     trigger: those are written first, and this row is written at once too. Rare enough to be per row."""
     _insert(book.decided, book)
+    # With `max_concurrent` > 1 only the oldest runs beyond the limit make room: the newest keep going.
+    active = Execution.objects.filter(trigger=trigger, status__in=ACTIVE_STATUSES)
+    excess = max(0, active.count() - trigger.max_concurrent + 1)
+    oldest = list(active.order_by("created_at", "pk").values_list("pk", flat=True)[:excess])
     # In primary-key order, as every batch locks executions: two cancelling writers cannot cross.
-    active = Execution.objects.filter(trigger=trigger, status__in=ACTIVE_STATUSES).order_by("pk")
-    for running_execution in active:
+    for running_execution in Execution.objects.filter(pk__in=oldest).order_by("pk"):
         execution_cancel(execution=running_execution, reason="replaced by a newer slot")
     book.decided.append(execution)
     _insert([execution], book)

@@ -129,6 +129,10 @@ class TriggerSerializer(InstantModelSerializer):
     backoff_seconds = _integer("backoff_seconds")
     timeout_seconds = _integer("timeout_seconds")
     priority = _choice("priority")
+    max_concurrent = _integer("max_concurrent")
+    auto_pause_after_failures = _integer("auto_pause_after_failures", allow_null=True)
+    keep_succeeded = _integer("keep_succeeded", allow_null=True)
+    keep_failed = _integer("keep_failed", allow_null=True)
     delay_ms = serializers.IntegerField(
         write_only=True,
         required=False,
@@ -153,7 +157,8 @@ class TriggerSerializer(InstantModelSerializer):
             "kind", "cron_expression", "interval_seconds", "anchor_at", "run_at", "timezone", "start_at",
             "end_at", "max_runs", "jitter_seconds", "delay_ms",
             "overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds",
-            "max_attempts", "backoff_seconds", "timeout_seconds", "priority", "paused",
+            "max_attempts", "backoff_seconds", "timeout_seconds", "priority", "max_concurrent",
+            "auto_pause_after_failures", "keep_succeeded", "keep_failed", "paused",
             "owner", "status", "paused_at", "paused_reason", "resumed_at", "schedule_description",
             "next_run_at", "last_slot", "last_run_at", "last_status", "last_error",
             "run_count", "failure_count", "consecutive_failures", "created_at", "updated_at",

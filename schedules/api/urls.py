@@ -18,5 +18,6 @@ urlpatterns = [
     re_path(r"^auth/token/?$", views.TokenView.as_view(), name="api-token"),
     re_path(r"^cron/preview/?$", views.CronPreviewView.as_view(), name="cron-preview"),
     re_path(r"^presets/?$", views.PresetListView.as_view(), name="presets"),
+    re_path(r"^limits/?$", views.LimitsView.as_view(), name="limits"),
     *router.urls,
 ]

@@ -31,7 +31,7 @@ from executions.api.serializers import (
 from executions.api.views import ExecutionFilter, scoped_object, visible_executions
 from executions.models import Execution
 from executions.stats import trigger_stats
-from schedules import services, timing, validation
+from schedules import selectors, services, timing, validation
 from schedules.api.serializers import (
     CronPreviewSerializer,
     PauseSerializer,
@@ -424,6 +424,28 @@ class CronPreviewView(APIView):
             after=body.validated_data.get("start"), count=body.validated_data["count"], **fields
         )
         return Response(_preview(validation.spec_from(fields), fire_times))
+
+
+class LimitsSerializer(serializers.Serializer):
+    max_triggers = serializers.IntegerField(help_text="Live triggers you may have.")
+    max_concurrent_runs = serializers.IntegerField(help_text="Runs of your triggers at once (0 = unlimited).")
+    max_concurrent_per_workflow = serializers.IntegerField(
+        help_text="Runs of one workflow (your triggers with the same workflow id) at once (0 = unlimited)."
+    )
+    custom = serializers.BooleanField(help_text="Whether an operator set limits for you (else the defaults).")
+    triggers = serializers.IntegerField(help_text="Live triggers you have now.")
+
+
+class LimitsView(APIView):
+    """Your limits as they apply (an operator's per-user values over the defaults), with your trigger count;
+    a waiting run held back by one names it in its `skip_reason` (`owner_limit`, `workflow_limit`)."""
+
+    @extend_schema(summary="Your limits", responses=LimitsSerializer, tags=["schedules"])
+    def get(self, request: Request) -> Response:
+        owner_id = cast(int, request.user.pk)  # authenticated: the API refuses anonymous requests
+        limits = selectors.limits_for(owner_id)
+        count = Trigger.objects.live().filter(owner_id=owner_id).count()
+        return Response(LimitsSerializer({**limits.as_json(), "triggers": count}).data)
 
 
 class PresetListView(APIView):

@@ -150,6 +150,8 @@ ADD_FORM = {
     "max_runs": "",
     "jitter_seconds": "0",
     "overlap_policy": "skip",
+    "max_concurrent": "1",
+    "auto_pause_after_failures": "",
     "catchup_policy": "latest",
     "catchup_window_seconds": "3600",
     "misfire_grace_seconds": "60",
@@ -335,7 +337,7 @@ def test_change_form_groups_fields_and_shows_ten_fire_times_with_dst_notes(
     trigger = register(user, name="half past two", cron_expression="30 2 * * *", timezone="America/New_York")
     response = admin_client.get(reverse("admin:schedules_trigger_change", args=[trigger.pk]))
     names = [fieldset.name for fieldset in response.context["adminform"]]
-    assert names == ["State", "What to run", "When", "Policies", "Launch settings"]
+    assert names == ["State", "What to run", "When", "Policies", "Launch settings", "History"]
     html = response.content.decode()
     assert html.count('<tr class="sched-preview__dst">') == 1
     text = page_text(response)

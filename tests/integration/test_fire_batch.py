@@ -190,8 +190,65 @@ def test_the_scenarios_reach_every_kind_of_decision(frozen_clock, settings, user
     statuses = {status for _trigger, _slot, status, *_ in state["rows"]}
     reasons = {reason for *_, reason, _origin, _nb, _fa, _err in state["rows"] if reason}
     assert {"pending", "skipped", "waiting"} <= statuses
-    assert {"overlap", "paused", "catchup_none", "limit_reached"} <= reasons
+    assert {"overlap", "paused", "catchup_none"} <= reasons
+    assert not reasons & {"limit_reached", "completed"}, "slots after the end record nothing"
     assert len(returned) == len(state["rows"]), "duplicates, an unknown trigger, a non-slot: nothing"
+
+
+AFTER_END_BASE = {"overlap_policy": "allow", "catchup_policy": "latest", "max_runs": 2, "end_at": None,
+                  "paused": False, "deleted": False, "running": 0, "misfire_grace_seconds": 60,
+                  "catchup_window_seconds": 3600, "owner": 0}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("changes", "now", "fires", "expected"),
+    [
+        pytest.param(
+            {}, 65, [(0, k) for k in (1, 2, 3, 4, 5, 6)], [(1, "pending", ""), (2, "pending", "")],
+            id="max-runs-2-fires-queued-behind-the-completing-run",
+        ),
+        pytest.param(
+            {"overlap_policy": "queue", "running": 1}, 65, [(0, k) for k in (1, 2, 3, 4, 5, 6)],
+            [(1, "waiting", ""), (2, "waiting", "")],
+            id="max-runs-2-queue-waiting-slots-count",
+        ),
+        pytest.param(
+            {"overlap_policy": "skip", "running": 1}, 65, [(0, k) for k in (1, 2, 3)],
+            [(1, "skipped", "overlap"), (2, "skipped", "overlap"), (3, "skipped", "overlap")],
+            id="max-runs-2-overlap-skips-are-not-runs",
+        ),
+        pytest.param(
+            {"catchup_policy": "fire_immediately", "misfire_grace_seconds": 5}, 65, [(0, 1), (0, 6)],
+            [(1, "pending", ""), (2, "pending", "")], id="max-runs-2-catch-up-stops-at-the-limit",
+        ),
+        pytest.param(
+            {"max_runs": None, "end_at": 35, "catchup_policy": "none", "misfire_grace_seconds": 5}, 31,
+            [(0, 5), (0, 3), (0, 6), (0, 4)],
+            [(1, "skipped", "catchup_none"), (2, "skipped", "catchup_none"), (3, "pending", "")],
+            id="end-at-slots-past-it-record-nothing",
+        ),
+        pytest.param(
+            {"max_runs": None, "end_at": 35, "paused": True}, 65, [(0, 3), (0, 4), (0, 5)],
+            [(1, "skipped", "paused"), (2, "skipped", "paused"), (3, "skipped", "paused")],
+            id="end-at-paused-past-it-records-nothing",
+        ),
+    ],
+)  # fmt: skip
+def test_no_rows_after_the_end_one_by_one_and_in_a_batch(
+    frozen_clock, settings, user, other_user, changes, now, fires, expected
+):
+    """The cases of issue #19 item 8, held to exact rows on both paths."""
+    settings.SCHEDULER_MAX_CONCURRENT_PER_OWNER = 0
+    scenario = {"triggers": [{**AFTER_END_BASE, **changes}], "owner_limit": 0, "now": now, "fires": fires}
+    one_by_one = run(scenario, [user, other_user], frozen_clock, batch=False)
+    batched = run(scenario, [user, other_user], frozen_clock, batch=True)
+    assert batched == one_by_one
+    state, _returned = batched
+    got = [
+        (int((slot - T0).total_seconds() // 10), status, reason)
+        for _t, slot, status, reason, *_ in state["rows"]
+    ]
+    assert got == expected
 
 
 def test_a_batch_costs_a_bounded_number_of_statements(frozen_clock, user):

@@ -29,6 +29,7 @@ from executions.policies import (
     SkipReason,
     SlotPlan,
     TriggerState,
+    after_the_end,
     apply_bounds,
     backoff_delay,
     bounds_skip_reason,
@@ -730,6 +731,44 @@ def test_apply_bounds_keeps_existing_skip_reasons() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("trigger", "policy", "kept", "dropped"),
+    [
+        pytest.param(state(), "spread", [-15.0, -10.0, -5.0, 0.0], [], id="unbounded-drops-nothing"),
+        pytest.param(
+            state(max_runs=10, run_count=8), "spread", [-15.0, -10.0], [-5.0, 0.0], id="runs-past-max-runs"
+        ),
+        pytest.param(state(max_runs=2, run_count=2), "none", [], [-15.0, -10.0, -5.0, 0.0],
+                     id="max-runs-already-reached-drops-even-catchup-skips"),
+        pytest.param(state(status="completed"), "latest", [], [-15.0, -10.0, -5.0, 0.0], id="completed"),
+        pytest.param(state(end_at=m(-7)), "spread", [-15.0, -10.0], [-5.0, 0.0], id="after-end-at"),
+        pytest.param(
+            state(end_at=m(-7)), "none", [-15.0, -10.0], [-5.0, 0.0], id="after-end-at-even-catchup-skips"
+        ),
+        pytest.param(
+            state(status="paused"), "spread", [-15.0, -10.0, -5.0, 0.0], [], id="paused-slots-are-kept"
+        ),
+        pytest.param(
+            state(max_runs=3, run_count=2), "latest", [-15.0, -10.0, -5.0, 0.0], [],
+            id="superseded-skips-before-the-last-run-are-kept",
+        ),
+    ],
+)  # fmt: skip
+def test_after_the_end(trigger: TriggerState, policy: str, kept: list, dropped: list) -> None:
+    bounded = apply_bounds(plan(policy=policy, missed_minutes=[-15, -10, -5]), trigger)
+    got_kept, got_dropped = after_the_end(list(reversed(bounded)), trigger)
+    assert [(p.slot - NOW) / timedelta(minutes=1) for p in got_kept] == kept
+    assert [(p.slot - NOW) / timedelta(minutes=1) for p in got_dropped] == dropped
+    assert all(p.reason not in (SkipReason.COMPLETED, SkipReason.LIMIT_REACHED) for p in got_kept)
+
+
+def test_after_the_end_drops_a_catchup_skip_newer_than_the_run_that_reached_max_runs() -> None:
+    on_time = SlotPlan(slot=m(-1), run=True, reason=None, not_before=None, catchup=False)
+    skipped = SlotPlan(slot=NOW, run=False, reason=SkipReason.CATCHUP_NONE, not_before=None, catchup=True)
+    kept, dropped = after_the_end([skipped, on_time], state(max_runs=1, run_count=0))
+    assert (kept, dropped) == ([on_time], [skipped])
+
+
 # ----------------------------------------------------------------------------------------------------
 # Overlap
 # ----------------------------------------------------------------------------------------------------
@@ -745,6 +784,34 @@ EXPECTED_OVERLAP = {
     OverlapPolicy.BUFFER_ONE: [S, W, K, K, K],
     OverlapPolicy.REPLACE: [S, R, S, R, R],
 }
+
+
+@pytest.mark.parametrize(
+    ("policy", "running", "waiting", "expected"),
+    [
+        pytest.param(OverlapPolicy.SKIP, 1, 0, S, id="skip-room-for-a-second"),
+        pytest.param(OverlapPolicy.SKIP, 2, 0, K, id="skip-full"),
+        pytest.param(OverlapPolicy.REPLACE, 1, 0, S, id="replace-room-for-a-second"),
+        pytest.param(OverlapPolicy.REPLACE, 2, 0, R, id="replace-full"),
+        pytest.param(OverlapPolicy.QUEUE, 1, 0, S, id="queue-room-for-a-second"),
+        pytest.param(OverlapPolicy.QUEUE, 1, 1, W, id="queue-keeps-slot-order-behind-a-waiting-one"),
+        pytest.param(OverlapPolicy.QUEUE, 2, 0, W, id="queue-full"),
+        pytest.param(OverlapPolicy.BUFFER_ONE, 1, 0, S, id="buffer-one-room-for-a-second"),
+        pytest.param(OverlapPolicy.BUFFER_ONE, 2, 0, W, id="buffer-one-full"),
+        pytest.param(OverlapPolicy.BUFFER_ONE, 1, 1, K, id="buffer-one-already-one-waiting"),
+        pytest.param(OverlapPolicy.ALLOW, 9, 9, S, id="allow-ignores-it"),
+    ],
+)
+def test_decide_overlap_with_max_concurrent_two(
+    policy: OverlapPolicy, running: int, waiting: int, expected: OverlapAction
+) -> None:
+    assert decide_overlap(policy=policy, running=running, waiting=waiting, max_concurrent=2) is expected
+
+
+@pytest.mark.parametrize("bad", [0, -1, True])
+def test_decide_overlap_rejects_a_max_concurrent_below_one(bad: int) -> None:
+    with pytest.raises(ValueError, match="max_concurrent"):
+        decide_overlap(policy=OverlapPolicy.SKIP, running=0, waiting=0, max_concurrent=bad)
 
 
 @pytest.mark.parametrize(

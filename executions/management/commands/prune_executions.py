@@ -12,7 +12,8 @@ from executions import policies, services
 class Command(BaseCommand):
     help = (
         "Delete finished executions (and their attempts) that ended longer ago than --older-than "
-        "(90d, 12h, 30m, 1d12h ...). Runs still going are never deleted; trigger counters are kept."
+        "(90d, 12h, 30m, 1d12h ...), then the runs beyond each trigger's history limits (keep_succeeded, "
+        "keep_failed). Runs still going are never deleted; trigger counters are kept."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -27,3 +28,6 @@ class Command(BaseCommand):
         count = services.execution_prune(older_than=age, dry_run=options["dry_run"])
         verb = "would delete" if options["dry_run"] else "deleted"
         self.stdout.write(f"{verb} {count} execution(s) finished more than {options['older_than']} ago")
+        beyond = services.execution_prune_history(dry_run=options["dry_run"])
+        if beyond:
+            self.stdout.write(f"{verb} {beyond} execution(s) beyond their trigger's history limits")

@@ -156,10 +156,10 @@ class Command(BaseCommand):
                 ("Schedule", f"{schedule_text(found)} ({data['description']})"),
                 ("Zone", found.timezone),
                 ("Status", found.status + (f" ({found.paused_reason})" if found.paused_reason else "")),
-                ("Overlap", found.overlap_policy),
+                ("Overlap", f"{found.overlap_policy} (at most {found.max_concurrent} at once)"),
                 ("Catch-up", found.catchup_policy),
                 ("Runs", found.run_count),
-                ("Failing", f"{found.consecutive_failures} in a row"),
+                ("Failing", f"{found.consecutive_failures} in a row" + _auto_pause_text(found)),
             ]
         )
         next_table = cli.table(
@@ -255,3 +255,8 @@ def _messages(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
         return "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
     return "; ".join(exc.messages)
+
+
+def _auto_pause_text(trigger: Trigger) -> str:
+    limit = trigger.auto_pause_after_failures
+    return f" (pauses at {limit})" if limit else ""
