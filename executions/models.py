@@ -224,3 +224,21 @@ class Attempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.execution_id}"
+
+
+class FleetSwitch(models.Model):
+    """The operators' fleet-wide stop (the cron service's `/worker/stop`): one row. While firing is
+    stopped the beat still fires and every due slot is recorded skipped with reason `stopped`, so the
+    history shows each one that was due and nothing runs twice or late when firing starts again."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    firing_stopped = models.BooleanField(default=False, help_text="Due slots are recorded skipped, not run.")
+    changed_at = models.DateTimeField(null=True, blank=True, help_text="When the switch last changed.")
+    changed_by = models.CharField(max_length=150, blank=True, default="", help_text="Who changed it.")
+    reason = models.CharField(max_length=500, blank=True, default="", help_text="Why firing was stopped.")
+
+    class Meta:
+        verbose_name = "fleet switch"
+
+    def __str__(self) -> str:
+        return "firing stopped" if self.firing_stopped else "firing"

@@ -77,6 +77,7 @@ class SkipReason(Choices):
     OWNER_LIMIT = "owner_limit", "Held back: the owner's limit of concurrent runs"
     WORKFLOW_LIMIT = "workflow_limit", "Held back: the owner's limit of concurrent runs of one workflow"
     LIMIT_REACHED = "limit_reached", "max_runs reached"
+    STOPPED = "stopped", "The scheduler was stopped by an operator"
     DELETED = "deleted", "Trigger deleted"
 
 
@@ -128,6 +129,8 @@ class TriggerState:
     end_at: datetime | None
     max_runs: int | None
     run_count: int
+    #: The operators' fleet-wide stop is on (`FleetSwitch`): a slot that would run is recorded skipped.
+    stopped: bool = False
 
 
 def bounds_skip_reason(state: TriggerState, slot: datetime) -> SkipReason | None:
@@ -135,8 +138,9 @@ def bounds_skip_reason(state: TriggerState, slot: datetime) -> SkipReason | None
 
     Precedence, most final first, so the recorded reason is the one a user can act on:
     completed > paused > outside_bounds (slot < start_at or slot > end_at; both ends inclusive) >
-    limit_reached (run_count >= max_runs). An unknown status raises ``ValueError``: guessing "active" could
-    fire a trigger someone meant to stop, guessing "paused" would silently lose runs.
+    limit_reached (run_count >= max_runs) > stopped (the fleet-wide stop: only a slot that would run). An
+    unknown status raises ``ValueError``: guessing "active" could fire a trigger someone meant to stop,
+    guessing "paused" would silently lose runs.
     """
     _require_aware(slot, "slot")
     if state.status not in _KNOWN_STATUSES:
@@ -157,6 +161,8 @@ def bounds_skip_reason(state: TriggerState, slot: datetime) -> SkipReason | None
             return SkipReason.OUTSIDE_BOUNDS
     if state.max_runs is not None and state.run_count >= state.max_runs:
         return SkipReason.LIMIT_REACHED
+    if state.stopped:
+        return SkipReason.STOPPED
     return None
 
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 from django.db.models import Count
 
-from executions.models import ACTIVE_STATUSES, Execution, ExecutionStatus, SkipReason
+from executions.models import ACTIVE_STATUSES, Execution, ExecutionStatus, FleetSwitch, SkipReason
 from schedules import selectors as schedule_selectors
 from schedules.models import Trigger
 from schedules.selectors import Limits
@@ -124,3 +124,8 @@ def taken_slots(
 def last_runs(trigger: Trigger, *, limit: int = 10) -> list[Execution]:
     """The trigger's latest recorded runs, newest first (scheduled, backfilled, manual alike)."""
     return list(Execution.objects.filter(trigger=trigger).order_by("-created_at", "-slot")[:limit])
+
+
+def firing_stopped() -> bool:
+    """Whether the operators' fleet-wide stop is on: one primary-key read per fire batch."""
+    return FleetSwitch.objects.filter(pk=1, firing_stopped=True).exists()

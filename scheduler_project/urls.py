@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions import callbacks
 from executions.api import agent
-from operations import health, metrics, status
+from operations import health, metrics, status, worker
 from schedules import tick
 from schedules.api import cronsvc
 
@@ -40,6 +40,9 @@ urlpatterns = [
     re_path(r"^schedules/(?P<schedule_id>[^/]+)/?$", cronsvc.ScheduleView.as_view(), name="cronsvc-schedule"),
     re_path(r"^run-launcher/start/?$", cronsvc.RunLauncherView.as_view(), name="cronsvc-launch"),
     re_path(r"^health/?$", health.healthz, name="cronsvc-health"),
+    re_path(r"^worker/stop/?$", worker.WorkerStopView.as_view(), name="cronsvc-worker-stop"),
+    re_path(r"^worker/start/?$", worker.WorkerStartView.as_view(), name="cronsvc-worker-start"),
+    re_path(r"^worker/status/?$", worker.WorkerStatusView.as_view(), name="cronsvc-worker-status"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

@@ -28,6 +28,7 @@ from executions.services.finish import (
     execution_complete,
 )
 from executions.services.fire import Fire, execution_fire, execution_fire_batch
+from executions.services.fleet import fleet_start_firing, fleet_stop_firing, fleet_switch
 from executions.services.launch import execution_launch_attempt, execution_launch_batch
 from executions.services.manual import execution_rerun, execution_run_now
 from executions.services.retention import execution_prune, execution_prune_history
@@ -56,4 +57,7 @@ __all__ = [
     "execution_rerun",
     "execution_run_now",
     "execution_sweep",
+    "fleet_start_firing",
+    "fleet_stop_firing",
+    "fleet_switch",
 ]

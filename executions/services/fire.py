@@ -47,7 +47,7 @@ def _is_slot_of(spec: timing.ScheduleSpec, slot: datetime) -> bool:
     return timing.next_slot(spec, slot - TINY) == slot
 
 
-def _state(trigger: Trigger) -> policies.TriggerState:
+def _state(trigger: Trigger, *, stopped: bool = False) -> policies.TriggerState:
     status = trigger.status
     if trigger.deleted_at is not None:
         status = TriggerStatus.PAUSED  # a deleted trigger never runs again; recorded below as "deleted"
@@ -57,6 +57,7 @@ def _state(trigger: Trigger) -> policies.TriggerState:
         end_at=trigger.end_at,
         max_runs=trigger.max_runs,
         run_count=trigger.runs_so_far,
+        stopped=stopped,
     )
 
 
@@ -219,6 +220,8 @@ class _Book:
     saved: set[uuid.UUID] = dataclasses.field(default_factory=set)
     #: Fires (or caught-up slots) that fell after their trigger's end and recorded nothing.
     after_end: int = 0
+    #: The fleet-wide stop was on when the batch began: slots that would run are recorded skipped.
+    stopped: bool = False
 
     @classmethod
     def load(cls, triggers: dict[uuid.UUID, Trigger], fires: Sequence[Fire]) -> _Book:
@@ -239,6 +242,7 @@ class _Book:
                     if limits[t.owner_id].max_concurrent_per_workflow
                 }
             ),
+            stopped=selectors.firing_stopped(),
         )
 
     def note_after_end(self, trigger: Trigger, slots: Sequence[datetime]) -> None:
@@ -322,7 +326,8 @@ def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) ->
         grace_seconds=trigger.misfire_grace_seconds,
         max_slots=settings.SCHEDULER_MAX_CATCHUP_SLOTS,
     )
-    plans, after_end = policies.after_the_end(policies.apply_bounds(plans, _state(trigger)), _state(trigger))
+    state = _state(trigger, stopped=book.stopped)
+    plans, after_end = policies.after_the_end(policies.apply_bounds(plans, state), state)
     book.note_after_end(trigger, [plan.slot for plan in after_end])
     if not plans:
         return None

@@ -158,3 +158,40 @@ def test_health_answers_in_json(client) -> None:
     response = client.get("/health")
     assert response["Content-Type"].startswith("application/json")
     assert "status" in response.json()
+
+
+# --- The worker switch -----------------------------------------------------------------------------------
+
+
+def test_stopping_the_worker_records_due_slots_skipped_and_start_runs_them_again(
+    api, user, django_user_model, frozen_clock
+) -> None:
+    from executions.models import ExecutionStatus
+    from executions.services import execution_fire
+
+    staff = client_for(
+        django_user_model.objects.create_user(username="ops", password="pw-ops", is_staff=True)
+    )
+    assert api.post("/worker/stop").status_code == 403, "staff only"
+    body = api.post("/schedules/upsert", {**QUICKSTART, "schedule_id": "s"}, format="json").json()
+    trigger = Trigger.objects.get(pk=trigger_id_of(user, "s"))
+
+    stopped = staff.post("/worker/stop", {"reason": "maintenance"}, format="json").json()
+    assert (stopped["running"], stopped["changed_by"], stopped["reason"]) == (False, "ops", "maintenance")
+    slot = datetime.fromisoformat(body["next_run_at"].replace("Z", "+00:00"))
+    frozen_clock.set(slot)
+    (row,) = execution_fire(trigger_id=trigger.pk, slot=slot)
+    assert (row.status, row.skip_reason) == (ExecutionStatus.SKIPPED, "stopped"), "recorded, not run"
+
+    status = staff.get("/worker/status").json()
+    assert status["running"] is False
+    assert {"leader", "last_tick_at"} <= set(status["beat"])
+    assert "queues" in status["fleet"]
+
+    assert staff.post("/worker/start").json()["running"] is True
+    later = slot.replace(minute=slot.minute + 5)
+    frozen_clock.set(later)
+    (again,) = execution_fire(trigger_id=trigger.pk, slot=later)
+    assert again.status != ExecutionStatus.SKIPPED
+    runs = api.get("/schedules/s/runs").json()
+    assert [r["skip_reason"] for r in runs] == [None, "stopped"]

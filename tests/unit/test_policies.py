@@ -1131,3 +1131,21 @@ def test_priority_values_match_redis_transport_order() -> None:
 )
 def test_priority_value(name: str, expected: int) -> None:
     assert priority_value(name) == expected
+
+
+def test_the_fleet_wide_stop_skips_only_a_slot_that_would_run() -> None:
+    from datetime import UTC, datetime
+
+    from executions.policies import SkipReason, TriggerState, bounds_skip_reason
+
+    slot = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    state = TriggerState(
+        status="active", start_at=None, end_at=None, max_runs=None, run_count=0, stopped=True
+    )
+    assert bounds_skip_reason(state, slot) is SkipReason.STOPPED
+    paused = TriggerState(
+        status="paused", start_at=None, end_at=None, max_runs=None, run_count=0, stopped=True
+    )
+    assert bounds_skip_reason(paused, slot) is SkipReason.PAUSED, "the trigger's own reason comes first"
+    done = TriggerState(status="active", start_at=None, end_at=None, max_runs=1, run_count=1, stopped=True)
+    assert bounds_skip_reason(done, slot) is SkipReason.LIMIT_REACHED
