@@ -27,7 +27,7 @@ from executions.services.finish import (
     execution_complete,
 )
 from executions.services.fire import Fire, execution_fire, execution_fire_batch
-from executions.services.launch import execution_launch_attempt, execution_launch_batch
+from executions.services.launch import AttemptReport, execution_launch_attempt, execution_launch_batch
 from executions.services.manual import execution_rerun, execution_run_now
 from executions.services.retention import execution_prune
 from executions.services.sweep import PENDING_GRACE, SweepReport, execution_sweep
@@ -37,6 +37,7 @@ __all__ = [
     "FAILURE_STATUSES",
     "LAUNCH_TASK",
     "PENDING_GRACE",
+    "AttemptReport",
     "BackfillReport",
     "ExecutionConflict",
     "Fire",
