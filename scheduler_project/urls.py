@@ -1,14 +1,16 @@
-"""Root URLs: admin, health, the REST API and its docs."""
+"""Root URLs: the landing page, admin, health, the REST API and its docs."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions import callbacks
-from operations import health, metrics, status
+from operations import health, landing, metrics, status
 from schedules import tick
 
 urlpatterns = [
+    path("", landing.landing_view, name="landing"),
+    path("favicon.ico", landing.favicon_view, name="favicon"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
