@@ -116,8 +116,8 @@ def execution_launch_attempt(
     the attempt came to, or None when the message had nothing to do.
     """
     claim = _claim_attempt(execution_id, task_id)
-    if claim is None:
-        return None
+    if not isinstance(claim, _Claim):
+        return claim  # nothing to do, or a lost last attempt that this message retired (the run failed)
     with logcontext.bind(trigger_id=str(claim.execution.trigger_id), attempt=claim.number):
         result = _call(claim)
         recorded = _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
@@ -409,7 +409,7 @@ def _nothing_to_do(execution: Execution, task_id: str | None) -> bool:
     return False
 
 
-def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim | None:
+def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim | AttemptReport | None:
     now = clock.now()
     with transaction.atomic():
         locked = lock(execution_id)
@@ -419,10 +419,10 @@ def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim
         trigger, execution = locked
         if _nothing_to_do(execution, task_id):
             return None
-        if execution.status == ExecutionStatus.RUNNING and not _retire_dead_attempt(
-            trigger, execution, now=now, task_id=task_id
-        ):
-            return None
+        if execution.status == ExecutionStatus.RUNNING:
+            retired = _retire_dead_attempt(trigger, execution, now=now, task_id=task_id)
+            if retired is not True:
+                return retired or None
         claim, attempt = _start_attempt(execution, now=now, launchers={})
         attempt.save(force_insert=True)
         execution.save(update_fields=["status", "attempts", "started_at", "updated_at"])
@@ -431,9 +431,10 @@ def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim
 
 def _retire_dead_attempt(
     trigger: Trigger, execution: Execution, *, now: datetime, task_id: str | None
-) -> bool:
+) -> bool | AttemptReport:
     """For a message that finds its execution `running`: True when a new attempt may start (the one in
-    flight is provably dead), False when there is nothing to do now (see `execution_launch_attempt`)."""
+    flight is provably dead), False when there is nothing to do now (see `execution_launch_attempt`), and
+    the dead attempt's report when it was the last one and its run is now failed."""
     in_flight = execution.attempt_set.filter(outcome=AttemptOutcome.STARTED).order_by("-number").first()
     if in_flight is None:
         return False  # the target accepted the run; its end comes by callback, poll or the sweeper
@@ -463,7 +464,7 @@ def _retire_dead_attempt(
     in_flight.save(update_fields=["outcome", "finished_at", "exception", "error"])
     if last:
         finish(trigger, execution, ExecutionStatus.FAILED, now=now, error=in_flight.error)
-        return False
+        return _report(trigger, execution, in_flight)
     return True
 
 

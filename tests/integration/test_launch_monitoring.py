@@ -70,6 +70,19 @@ def test_an_attempt_that_will_be_retried_is_a_retried_task(make_trigger, broker,
     assert execution.status == ExecutionStatus.SUCCEEDED
 
 
+def test_a_lost_last_attempt_retired_by_its_redelivery_is_a_failed_task(make_trigger, broker, monkeypatch):
+    """A worker killed mid-call on the last attempt: the redelivered message, past the attempt's deadline,
+    records it lost and fails the run, and says so as FAILURE."""
+    execution = services.execution_run_now(trigger=make_trigger(max_attempts=1, timeout_seconds=3))
+    test_launch.kill_mid_call(monkeypatch, broker, execution)
+    Attempt.objects.filter(execution=execution).update(deadline_at=clock.now() - timedelta(seconds=1))
+    outcome = launch_now(execution, broker)
+    assert outcome.state == "FAILURE"
+    assert "the worker making this attempt stopped" in str(outcome.result)
+    execution.refresh_from_db()
+    assert execution.status == ExecutionStatus.FAILED
+
+
 def test_a_stale_message_is_a_successful_task_that_says_so(make_trigger, broker):
     execution = services.execution_run_now(trigger=make_trigger(target="default", workflow_id="hello"))
     outcome = tasks.launch.apply(args=[str(execution.pk)], task_id="not-the-current-message")
