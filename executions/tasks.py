@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from celery import shared_task
+from celery.exceptions import Retry
 from django.conf import settings
 
 from executions import policies, services
 from executions.launchers import demo
 from executions.launchers.base import LaunchPayload
-from toolkit import outage
+from toolkit import clock, outage
 
 if TYPE_CHECKING:
     from celery import Task
@@ -59,33 +60,65 @@ def fire_batch(fires: list[list[str]]) -> None:
     services.execution_fire_batch(fires=parsed)
 
 
-@shared_task(
-    name="executions.launch",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
+class LaunchFailed(Exception):
+    """A launch attempt failed and will not be tried again: its run ended failed or timed out. Raised by the
+    launch tasks after the outcome is committed, so Flower shows the message as FAILURE; the database is
+    the record and already says so."""
+
+
+class LaunchWillRetry(Exception):
+    """A launch attempt failed and a new message (a new task id, sent by the service) will try again: shown
+    in Flower as RETRY, carried inside Celery's `Retry`."""
+
+
+#: How the launch tasks tell monitoring what an attempt came to, without changing what the database records
+#: or how the message is acknowledged. A raised `LaunchFailed` is *expected* (`throws`: logged at INFO,
+#: without a traceback) and, under acks_late, acknowledged on failure (`acks_on_failure`, pinned here
+#: rather than left to the setting): a run that failed is never redelivered and re-run because of it.
+#: A raised `Retry` is acknowledged as well (Celery acks a retried message), and since it is raised, not
+#: sent with `self.retry`, Celery sends no message of its own: the service already sent the next attempt,
+#: fenced by the row's task id. Neither is among `autoretry_for`'s database errors.
+LAUNCH_TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "acks_on_failure": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "throws": (LaunchFailed,),
     **OUTLIVE_DATABASE_OUTAGE,
-)
-def launch(self: Task[[str], None], execution_id: str) -> None:
+}
+
+
+def report(reports: list[services.AttemptReport]) -> str:
+    """The task's outcome from what its attempts came to: raise `LaunchFailed` when one failed for good,
+    `Retry` when one will be tried again, else a one-line summary (Flower's "result" column)."""
+    failed = [r for r in reports if r.failed]
+    if failed:
+        raise LaunchFailed("; ".join(f"{r.summary()}: {r.error}" for r in failed))
+    retried = [r for r in reports if r.retry_in is not None]
+    if retried:
+        reason = LaunchWillRetry("; ".join(f"{r.summary()}: {r.error}" for r in retried))
+        soonest = clock.now() + timedelta(seconds=min(r.retry_in or 0.0 for r in retried))
+        raise Retry(str(reason), exc=reason, when=soonest)
+    return "; ".join(r.summary() for r in reports) or "nothing to do (a stale, finished or duplicate message)"
+
+
+@shared_task(name="executions.launch", **LAUNCH_TASK_OPTIONS)
+def launch(self: Task[[str], str], execution_id: str) -> str:
     """One launch attempt. Acked only after it is recorded, and requeued if the worker dies, so a launch is
     never lost; the service makes a redelivered or duplicate message harmless (see its docstring). Retries
-    are new messages under new task ids, sent by the service, never `self.retry`."""
-    services.execution_launch_attempt(execution_id=execution_id, task_id=self.request.id)
+    are new messages under new task ids, sent by the service, never `self.retry`; the task's state in
+    Flower follows the attempt's outcome (`report`)."""
+    made = services.execution_launch_attempt(execution_id=execution_id, task_id=self.request.id)
+    return report([made] if made is not None else [])
 
 
-@shared_task(
-    name="executions.launch_batch",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    ignore_result=True,
-    **OUTLIVE_DATABASE_OUTAGE,
-)
-def launch_batch(self: Task[[list[str]], None], execution_ids: list[str]) -> None:
+@shared_task(name="executions.launch_batch", **LAUNCH_TASK_OPTIONS)
+def launch_batch(self: Task[[list[str]], str], execution_ids: list[str]) -> str:
     """The first attempt of several fresh runs, claimed and recorded together (see the service); the same
-    acks-late and redelivery rules as `launch`, row by row."""
-    services.execution_launch_batch(execution_ids=execution_ids, task_id=str(self.request.id))
+    acks-late and redelivery rules as `launch`, row by row. FAILURE when any of its runs failed for good,
+    RETRY when any will be tried again (each under its own new `executions.launch` message)."""
+    return report(services.execution_launch_batch(execution_ids=execution_ids, task_id=str(self.request.id)))
 
 
 @shared_task(name="executions.sweep", acks_late=True, ignore_result=True)

@@ -299,6 +299,7 @@ def install(site: AdminSite) -> None:
         return
     site.site_header = site.site_title = "Workflow scheduler"
     site.index_title = "Operations"
+    site.site_url = "/"  # "View site": the landing page (operations.landing), which links back here
     site.empty_value_display = "—"  # the same mark the scheduler's own columns use for "nothing yet"
     original_get_urls = site.get_urls
 

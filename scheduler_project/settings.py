@@ -76,6 +76,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_celery_results",
+    # The audit trail of triggers (who changed what, when): schedules.models.Trigger.history.
+    "simple_history",
     "schedules",
     "executions",
     "operations",
@@ -92,7 +94,13 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Hands the request to the audit trail, so a change records its actor: the admin's user, or the API's
+    # (DRF sets the authenticated user on the request it wraps, token and basic auth included).
+    "simple_history.middleware.HistoryRequestMiddleware",
 ]
+# A past version of a trigger is shown, never restored from the History page: a revert would write the row
+# around schedules.services (its validation, its beat entry). Edits go through the change form.
+SIMPLE_HISTORY_REVERT_DISABLED = True
 
 ROOT_URLCONF = "scheduler_project.urls"
 # Seconds a 503 for an unreachable database or Redis asks clients to wait (`Retry-After`).

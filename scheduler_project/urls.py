@@ -1,4 +1,4 @@
-"""Root URLs: admin, health, the REST API and its docs."""
+"""Root URLs: the landing page, admin, health, the REST API and its docs."""
 
 from django.contrib import admin
 from django.urls import include, path, re_path
@@ -6,11 +6,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from executions import callbacks
 from executions.api import agent
-from operations import health, metrics, status, worker
+from operations import health, landing, metrics, status, worker
 from schedules import tick
 from schedules.api import cronsvc
 
 urlpatterns = [
+    path("", landing.landing_view, name="landing"),
+    path("favicon.ico", landing.favicon_view, name="favicon"),
     path("admin/", admin.site.urls),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),

@@ -15,12 +15,13 @@ from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
+from simple_history.admin import SimpleHistoryAdmin
 
 from executions.admin import LatestExecutionsInline, execution_link
 from executions.models import UNSUCCESSFUL_STATUSES, Execution, ExecutionStatus
@@ -164,7 +165,10 @@ HISTORY_FIELDS = ("keep_succeeded", "keep_failed")
 
 
 @admin.register(Trigger)
-class TriggerAdmin(OperationsMixin, admin.ModelAdmin):
+class TriggerAdmin(OperationsMixin, SimpleHistoryAdmin):
+    """The History page is simple-history's: every version the services saved, with who, when, why and
+    the fields that changed (`Trigger.history`); past versions can be viewed, never restored."""
+
     form = TriggerAdminForm
     list_display = (
         "name", "owner", "schedule", "status_badge", "next_run", "last_run", "success_rate",
@@ -355,6 +359,15 @@ class TriggerAdmin(OperationsMixin, admin.ModelAdmin):
                 )
             self.message_user(request, text, messages.SUCCESS)
         return None
+
+    def history_form_view(
+        self, request: HttpRequest, object_id: str, version_id: str, extra_context: dict | None = None
+    ) -> HttpResponse:
+        """A past version, to read. Posting it would save the old values (the form saves as it validates),
+        a revert by another door: refused, whatever SIMPLE_HISTORY_REVERT_DISABLED says."""
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
+        return super().history_form_view(request, object_id, version_id, extra_context)
 
     def save_model(self, request: HttpRequest, obj: Trigger, form: TriggerAdminForm, change: bool) -> None:
         """Nothing to do: the form saved through `trigger_register` / `trigger_update` while validating."""

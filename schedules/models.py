@@ -8,6 +8,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from simple_history.models import HistoricalRecords
 
 from schedules.querysets import TriggerQuerySet
 from schedules.vocabulary import CatchupPolicy, OverlapPolicy, Priority, TriggerKind, TriggerStatus
@@ -36,6 +37,13 @@ default_max_attempts = _default("max_attempts")
 default_backoff_seconds = _default("backoff_seconds")
 default_timeout_seconds = _default("timeout_seconds")
 default_priority = _default("priority")
+
+
+#: Fields the fire and launch paths keep current; not copied into the audit trail (see `Trigger.history`).
+UNAUDITED_FIELDS = (
+    "run_count", "failure_count", "consecutive_failures", "last_slot", "last_run_at", "last_status",
+    "last_error", "next_run_at", "updated_at",
+)  # fmt: skip
 
 
 class Trigger(models.Model):
@@ -203,6 +211,13 @@ class Trigger(models.Model):
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change to the row.")
 
     objects = TriggerQuerySet.as_manager()
+    #: The audit trail (django-simple-history): one row per change an operator or user makes through
+    #: `schedules.services` — register, edit, pause, resume, delete, restore — and per action that changes
+    #: no field (run now, re-run, backfill: `trigger_record_action`), with the actor, the time and a reason.
+    #: What the fire and launch paths write (run counters, last slot and status, next run; in bulk, with no
+    #: signal) is deliberately not audited, and those fields are not copied: the hot path stays one UPDATE,
+    #: and the executions are their record.
+    history = HistoricalRecords(excluded_fields=list(UNAUDITED_FIELDS), cascade_delete_history=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -5,7 +5,13 @@ turn a saved change into an error — reconcile repairs the entry from the datab
 The execution side changes a trigger too — its counters, last slot, next run, and completion when a
 schedule runs out — but only through `trigger_record_slots` and `trigger_record_end` below, called on a row
 the caller already holds locked, inside the caller's transaction (the counters must commit with the
-executions they count). So "next slot, or completed" is decided in one place: `_refresh_next_run`."""
+executions they count). So "next slot, or completed" is decided in one place: `_refresh_next_run`.
+
+The audit trail (`Trigger.history`, django-simple-history) records every change made here through `.save()`,
+with the request's user as the actor and `_audited`'s reason. The counter paths below save in bulk, which
+sends no signal and so writes no history row: deliberately, so a fire or a run's end costs no more than it
+did; the executions are the record of those. Actions that change no field (run now, backfill) are written
+by `trigger_record_action`."""
 
 from __future__ import annotations
 
@@ -23,6 +29,24 @@ from schedules.models import OwnerLimits, Trigger, TriggerStatus
 from toolkit import bulk, clock, metrics
 
 logger = logging.getLogger(__name__)
+
+
+def _audited(trigger: Trigger, reason: str) -> Trigger:
+    """Give the next save of `trigger` its reason in the audit trail (read by simple-history at save)."""
+    trigger._change_reason = reason[:100]  # type: ignore[attr-defined]
+    return trigger
+
+
+def trigger_record_action(*, trigger: Trigger, action: str, actor: Any = None) -> None:
+    """Write an action that changes no field of `trigger` (run now, re-run, backfill) to its audit trail, as
+    a version of the row as it stands, in the caller's transaction. `actor` defaults to the request's
+    user (the middleware's), as for every other change."""
+    Trigger.history.bulk_history_create(
+        [trigger],
+        update=True,
+        default_change_reason=action[:100],
+        default_user=actor if getattr(actor, "is_authenticated", False) else None,
+    )
 
 
 def _sync_after_commit(trigger_id: uuid.UUID) -> None:
@@ -72,6 +96,7 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
         trigger.status = TriggerStatus.PAUSED
         trigger.paused_at = now
     _refresh_next_run(trigger, now=now)
+    _audited(trigger, "Registered (paused)" if paused else "Registered")
     trigger.save(force_insert=True)
     _sync_after_commit(trigger.pk)
     return trigger
@@ -125,6 +150,7 @@ def trigger_update(*, trigger: Trigger, **fields: Any) -> Trigger:
             # A new schedule gives a finished trigger new slots: it becomes active again.
             trigger.status = TriggerStatus.ACTIVE
     _refresh_next_run(trigger, now=now)
+    _audited(trigger, "Edited (schedule changed)" if schedule_changed else "Edited")
     trigger.save()
     _sync_after_commit(trigger.pk)
     return trigger
@@ -142,6 +168,7 @@ def trigger_pause(*, trigger: Trigger, reason: str = "") -> Trigger:
         trigger.paused_at = clock.now()
         trigger.paused_reason = reason
         trigger.next_run_at = None
+        _audited(trigger, f"Paused: {reason}" if reason else "Paused")
         trigger.save(update_fields=["status", "paused_at", "paused_reason", "next_run_at", "updated_at"])
     _sync_after_commit(trigger.pk)
     return trigger
@@ -160,6 +187,7 @@ def trigger_resume(*, trigger: Trigger) -> Trigger:
         trigger.paused_at = None
         trigger.paused_reason = ""
         _refresh_next_run(trigger, now=now)
+        _audited(trigger, "Resumed")
         trigger.save()
     _sync_after_commit(trigger.pk)
     return trigger
@@ -173,6 +201,7 @@ def trigger_delete(*, trigger: Trigger) -> None:
     if trigger.deleted_at is None:
         trigger.deleted_at = clock.now()
         trigger.next_run_at = None
+        _audited(trigger, "Deleted")
         trigger.save(update_fields=["deleted_at", "next_run_at", "updated_at"])
     _sync_after_commit(trigger.pk)
 
@@ -203,6 +232,7 @@ def trigger_restore(*, trigger: Trigger, paused: bool = False, **fields: Any) ->
         trigger.resumed_at = now
     trigger.paused_reason = ""
     _refresh_next_run(trigger, now=now)
+    _audited(trigger, "Restored")
     trigger.save()
     _sync_after_commit(trigger.pk)
     return trigger
@@ -348,8 +378,7 @@ def trigger_record_end(
     trigger_note_end(
         trigger=trigger, status=status, failed=failed, succeeded=succeeded, started_at=started_at, error=error
     )
-    trigger.save(update_fields=list(END_FIELDS))
-    _auto_pause_if_due(trigger)
+    triggers_save_ends(triggers=[trigger])  # in bulk, like a batch: a run's end writes no audit row
     return trigger
 
 

@@ -32,6 +32,10 @@ class TaskMessage:
     task_id: str = ""
     priority: int | None = None
     countdown: float = 0.0
+    #: What monitoring (Flower, the worker's log) shows in place of the keyword arguments: a label that names
+    #: the run in words (trigger, workflow, slot) where the arguments are only ids. Display only; never sent
+    #: to the task. Empty: the repr of the real keyword arguments.
+    kwargsrepr: str = ""
 
 
 def publish_batch(
@@ -75,7 +79,7 @@ def publish_batch(
 def _cut(template: Any, message: TaskMessage, task_id: str) -> Any:
     args, kwargs = list(message.args), dict(message.kwargs)
     headers = {**template.headers, "id": task_id, "root_id": task_id}
-    headers.update(argsrepr=repr(args), kwargsrepr=repr(kwargs))
+    headers.update(argsrepr=repr(args), kwargsrepr=message.kwargsrepr or repr(kwargs))
     if message.countdown > 0:
         headers["eta"] = (datetime.now(UTC) + timedelta(seconds=message.countdown)).isoformat()
     return template._replace(

@@ -29,7 +29,7 @@ from executions.services.finish import (
 )
 from executions.services.fire import Fire, execution_fire, execution_fire_batch
 from executions.services.fleet import fleet_start_firing, fleet_stop_firing, fleet_switch
-from executions.services.launch import execution_launch_attempt, execution_launch_batch
+from executions.services.launch import AttemptReport, execution_launch_attempt, execution_launch_batch
 from executions.services.manual import execution_rerun, execution_run_now
 from executions.services.retention import execution_prune, execution_prune_history
 from executions.services.sweep import PENDING_GRACE, SweepReport, execution_sweep
@@ -39,6 +39,7 @@ __all__ = [
     "FAILURE_STATUSES",
     "LAUNCH_TASK",
     "PENDING_GRACE",
+    "AttemptReport",
     "BackfillReport",
     "ExecutionConflict",
     "Fire",

@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from executions import selectors
 from executions.models import ExecutionOrigin
 from executions.services.fire import TINY, Fire, execution_fire_batch
+from schedules import services as trigger_services
 from schedules import timing, validation
 from schedules.models import Trigger, TriggerStatus
 from toolkit import clock
@@ -185,6 +186,12 @@ def execution_backfill(
             )
         else:
             report.slots.append(BackfillSlot(slot, REFUSED))
+    if created:
+        trigger_services.trigger_record_action(
+            trigger=Trigger.objects.get(pk=trigger.pk),
+            action=f"Backfill: {len(created)} runs, slots {min(missing):%Y-%m-%d %H:%M} to "
+            f"{max(missing):%Y-%m-%d %H:%M} UTC ({launched_by})",
+        )
     return report
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import transaction
@@ -45,14 +45,36 @@ def retry_cap() -> float:
     return max(1.0, min(visibility - 5.0, visibility * 0.8))
 
 
+def run_label(*, trigger_name: str, workflow_id: str, slot: datetime | None) -> dict[str, str]:
+    """The words a launch message carries for monitoring (its `kwargsrepr`, see `toolkit.broker`): Flower and
+    the worker's log show the trigger, the workflow and the slot, where the message itself carries only the
+    execution id. Names only, never the input or a secret; Flower's search finds `kwargs:trigger=<name>`."""
+    when = slot.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if slot is not None else "manual"
+    return {"trigger": trigger_name[:80], "workflow": workflow_id[:80], "slot": when}
+
+
 @dataclasses.dataclass(frozen=True)
 class Launch:
-    """One `executions.launch(execution_id)` message: ids only, never secrets or rows."""
+    """One `executions.launch(execution_id)` message: ids only, never secrets or rows. `label` (see
+    `run_label`) is what monitoring shows; when a caller does not have it at hand `publish_many` reads it."""
 
     execution_id: uuid.UUID
     task_id: str
     priority: str
     countdown: float = 0.0
+    label: Mapping[str, str] | None = None
+
+
+def _labels(pks: Sequence[uuid.UUID]) -> dict[uuid.UUID, dict[str, str]]:
+    """`run_label` of each run, in one read (for the messages whose sender had no trigger at hand)."""
+    if not pks:
+        return {}
+    rows = Execution.objects.filter(pk__in=pks).values_list(
+        "pk", "trigger__name", "trigger__workflow_id", "slot"
+    )
+    return {
+        pk: run_label(trigger_name=name, workflow_id=workflow, slot=slot) for pk, name, workflow, slot in rows
+    }
 
 
 def publish_many(launches: Sequence[Launch]) -> None:
@@ -63,12 +85,14 @@ def publish_many(launches: Sequence[Launch]) -> None:
 
     if not launches:
         return
+    read = _labels([launch.execution_id for launch in launches if launch.label is None])
     messages = [
         broker.TaskMessage(
             args=[str(launch.execution_id)],
             task_id=launch.task_id,
             priority=policies.priority_value(launch.priority),
             countdown=launch.countdown,
+            kwargsrepr=repr(dict(launch.label or read.get(launch.execution_id) or {})),
         )
         for launch in launches
     ]
@@ -89,9 +113,16 @@ def _back_to_pending(pks: Sequence[uuid.UUID], task_ids: Sequence[str]) -> None:
     )
 
 
-def publish(execution_id: uuid.UUID, *, task_id: str, priority: str, countdown: float = 0.0) -> None:
+def publish(
+    execution_id: uuid.UUID,
+    *,
+    task_id: str,
+    priority: str,
+    countdown: float = 0.0,
+    label: Mapping[str, str] | None = None,
+) -> None:
     """`publish_many` of one message."""
-    publish_many([Launch(execution_id, task_id, priority, countdown)])
+    publish_many([Launch(execution_id, task_id, priority, countdown, label)])
 
 
 def execution_enqueue_after_commit(execution: Execution) -> None:
@@ -105,7 +136,8 @@ def execution_enqueue(*, execution_id: uuid.UUID) -> bool:
     now = clock.now()
     execution = (
         Execution.objects.filter(pk=execution_id, status=ExecutionStatus.PENDING)
-        .only("id", "priority", "not_before")
+        .select_related("trigger")
+        .only("id", "priority", "not_before", "slot", "trigger__name", "trigger__workflow_id")
         .first()
     )
     if execution is None:
@@ -118,7 +150,12 @@ def execution_enqueue(*, execution_id: uuid.UUID) -> bool:
         status=ExecutionStatus.QUEUED, queued_at=now, task_id=task_id, updated_at=now
     )
     if claimed:
-        publish(execution.pk, task_id=task_id, priority=execution.priority, countdown=countdown)
+        label = run_label(
+            trigger_name=execution.trigger.name,
+            workflow_id=execution.trigger.workflow_id,
+            slot=execution.slot,
+        )
+        publish(execution.pk, task_id=task_id, priority=execution.priority, countdown=countdown, label=label)
     return bool(claimed)
 
 
@@ -146,21 +183,39 @@ def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:
     batchable: dict[str, bool] = {}
     singles: list[Launch] = []
     grouped: dict[str, list[uuid.UUID]] = {}
-    for pk, priority, not_before, target in Execution.objects.filter(
+    labels: dict[uuid.UUID, dict[str, str]] = {}
+    for pk, priority, not_before, target, slot, name, workflow in Execution.objects.filter(
         pk__in=execution_ids, status=ExecutionStatus.PENDING
-    ).values_list("pk", "priority", "not_before", "trigger__target"):
+    ).values_list(
+        "pk", "priority", "not_before", "trigger__target", "slot", "trigger__name", "trigger__workflow_id"
+    ):
         countdown = (not_before - now).total_seconds() if not_before else 0.0
         if countdown > cap:
             continue  # further off (catch-up spread): the sweeper sends it when it is near
+        labels[pk] = run_label(trigger_name=name, workflow_id=workflow, slot=slot)
         if countdown <= 0 and size > 1 and _batchable(target, batchable):
             grouped.setdefault(priority, []).append(pk)
         else:
-            singles.append(Launch(pk, str(uuid.uuid4()), priority, max(0.0, countdown)))
+            singles.append(Launch(pk, str(uuid.uuid4()), priority, max(0.0, countdown), labels[pk]))
     sent = _claim_and_publish_singles(singles, now=now)
     for priority, pks in grouped.items():
         for start in range(0, len(pks), size):
-            sent += _claim_and_publish_batch(pks[start : start + size], priority, now=now)
+            sent += _claim_and_publish_batch(pks[start : start + size], priority, now=now, labels=labels)
     return sent
+
+
+#: How many runs a batch message names in monitoring; the rest are counted.
+BATCH_LABEL_NAMES = 5
+
+
+def batch_label(labels: Sequence[Mapping[str, str]]) -> dict[str, object]:
+    """What monitoring shows for an `executions.launch_batch` message: how many runs, and the first few
+    triggers, workflows and slots by name (a message of hundreds must not carry a page of text)."""
+    shown = [
+        f"{label['trigger']} ({label['workflow']}) @ {label['slot']}" for label in labels[:BATCH_LABEL_NAMES]
+    ]
+    more = len(labels) - len(shown)
+    return {"runs": len(labels), "triggers": shown + ([f"+{more} more"] if more > 0 else [])}
 
 
 def _batchable(target: str, known: dict[str, bool]) -> bool:
@@ -191,7 +246,9 @@ def _claim_and_publish_singles(launches: list[Launch], *, now: datetime) -> int:
     return len(launches)
 
 
-def _claim_and_publish_batch(pks: list[uuid.UUID], priority: str, *, now: datetime) -> int:
+def _claim_and_publish_batch(
+    pks: list[uuid.UUID], priority: str, *, now: datetime, labels: Mapping[uuid.UUID, Mapping[str, str]]
+) -> int:
     """One `executions.launch_batch` message; every row it carries holds its task id, so the message is
     each row's current one (a retry or resend later gives a row its own)."""
     from celery import current_app as app
@@ -205,7 +262,10 @@ def _claim_and_publish_batch(pks: list[uuid.UUID], priority: str, *, now: dateti
     if not pks:
         return 0
     message = broker.TaskMessage(
-        args=[[str(pk) for pk in pks]], task_id=task_id, priority=policies.priority_value(priority)
+        args=[[str(pk) for pk in pks]],
+        task_id=task_id,
+        priority=policies.priority_value(priority),
+        kwargsrepr=repr(batch_label([labels[pk] for pk in pks if pk in labels])),
     )
     try:
         broker.publish_batch(app, LAUNCH_BATCH_TASK, [message])

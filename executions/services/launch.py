@@ -58,6 +58,34 @@ def _worker_name() -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class AttemptReport:
+    """What one attempt came to, for the launch task to tell monitoring (Flower): the attempt and run rows
+    are the record, committed before the task reports; this only says what they say. `failed`: the attempt
+    failed and will not be tried again (the run ended failed or timed out); `retry_in`: it failed and a new
+    message will try again in that many seconds."""
+
+    execution_id: uuid.UUID
+    number: int
+    outcome: str
+    run_status: str
+    label: dict[str, str]
+    error: str = ""
+    retry_in: float | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.outcome in (AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT)
+
+    def summary(self) -> str:
+        words = ", ".join(f"{k} {v}" for k, v in self.label.items())
+        return f"attempt {self.number} of execution {self.execution_id} ({words}): {self.outcome}"
+
+
+def _label(trigger: Trigger, execution: Execution) -> dict[str, str]:
+    return dispatch.run_label(trigger_name=trigger.name, workflow_id=trigger.workflow_id, slot=execution.slot)
+
+
+@dataclasses.dataclass(frozen=True)
 class _Claim:
     execution: Execution
     number: int
@@ -67,7 +95,7 @@ class _Claim:
 
 def execution_launch_attempt(
     *, execution_id: uuid.UUID | str, task_id: str | None = None
-) -> Execution | None:
+) -> AttemptReport | None:
     """Make one launch attempt of an execution: the body of the `executions.launch` task.
 
     Idempotent under redelivery (acks_late: a killed worker's message comes back after the broker's
@@ -84,11 +112,12 @@ def execution_launch_attempt(
       did receive the lost call does not start a second run. A worker that was merely frozen past its
       deadline cannot overwrite what followed: outcomes are only recorded for an attempt still in flight.
 
-    The launcher is called outside any transaction, between two short ones (claim, record).
+    The launcher is called outside any transaction, between two short ones (claim, record). Returns what
+    the attempt came to, or None when the message had nothing to do.
     """
     claim = _claim_attempt(execution_id, task_id)
-    if claim is None:
-        return None
+    if not isinstance(claim, _Claim):
+        return claim  # nothing to do, or a lost last attempt that this message retired (the run failed)
     with logcontext.bind(trigger_id=str(claim.execution.trigger_id), attempt=claim.number):
         result = _call(claim)
         recorded = _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
@@ -123,7 +152,7 @@ def _call_in_thread(claim: _Claim) -> LaunchResult:
         connections.close_all()
 
 
-def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id: str) -> int:
+def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id: str) -> list[AttemptReport]:
     """`execution_launch_attempt` for the fresh runs of one `executions.launch_batch` message, at a fraction
     of the cost: one transaction claims them all (one locking read, one INSERT of attempts, one UPDATE)
     and the calls go out at once from a thread each. Each outcome is recorded as soon as its call returns,
@@ -131,7 +160,7 @@ def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id:
     bulk, the rest through the same `_record_attempt`): an attempt's deadline is its own call timeout plus
     a grace, so a fast row must never wait for a slow neighbour, or the sweeper would rightly call it lost
     and try again.
-    Returns how many attempts it made.
+    Returns what each attempt it made came to.
 
     Only the plain case is batched. A row another transaction holds (skip_locked), one already `running`
     (a redelivered message: the dead-attempt rules apply) or one on a target that is no longer batchable
@@ -146,8 +175,9 @@ def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id:
         dispatch.publish_many(
             [dispatch.Launch(pk, task_id, dispatch.FOLLOW_UP_PRIORITY) for pk in dict.fromkeys(others)]
         )
+    reports: list[AttemptReport] = []
     if len(claims) == 1:
-        _record_all([(claims[0], _call(claims[0]))])
+        reports += _record_all([(claims[0], _call(claims[0]))])
     elif claims:
         with ThreadPoolExecutor(max_workers=len(claims), thread_name_prefix="launch-batch") as pool:
             running = {pool.submit(_call_in_thread, claim): claim for claim in claims}
@@ -156,11 +186,11 @@ def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 if len(done) < len(running) and window > 0:  # neighbours about to return share the write
                     done, _ = wait(running, timeout=window, return_when=ALL_COMPLETED)
-                _record_all([(running.pop(future), future.result()) for future in done])
-    return len(claims)
+                reports += _record_all([(running.pop(future), future.result()) for future in done])
+    return reports
 
 
-def _record_all(outcomes: list[tuple[_Claim, LaunchResult]]) -> None:
+def _record_all(outcomes: list[tuple[_Claim, LaunchResult]]) -> list[AttemptReport]:
     """Record outcomes that came back together. The common ones (a run that succeeded or was accepted) are
     recorded in bulk, a handful of statements for all of them (`_record_plain`); the rest one by one
     through `_record_attempt`, each in its own savepoint, so one row failing to record does not undo the
@@ -171,18 +201,23 @@ def _record_all(outcomes: list[tuple[_Claim, LaunchResult]]) -> None:
         return str(outcome[0].execution.trigger_id), str(outcome[0].execution.pk)
 
     rest = sorted(outcomes, key=lock_order)
+    reports: list[AttemptReport] = []
     if len(rest) > 1:
         try:
             with transaction.atomic():
-                rest = _record_plain(rest)
+                rest, reports = _record_plain(rest)
         except Exception:
             logger.exception("recording %d attempts together failed; recording them one by one", len(rest))
     with transaction.atomic():
         for claim, result in rest:
             try:
-                _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
+                report = _record_attempt(execution_id=claim.execution.pk, number=claim.number, result=result)
             except Exception:
                 logger.exception("recording attempt %s of %s failed", claim.number, claim.execution.pk)
+            else:
+                if report is not None:
+                    reports.append(report)
+    return reports
 
 
 #: Outcomes `_record_plain` records in bulk: they end an attempt as succeeded and decide nothing else.
@@ -191,19 +226,20 @@ _PLAIN = frozenset({LaunchStatus.SUCCEEDED, LaunchStatus.ACCEPTED})
 
 def _record_plain(
     ordered: list[tuple[_Claim, LaunchResult]],
-) -> list[tuple[_Claim, LaunchResult]]:
+) -> tuple[list[tuple[_Claim, LaunchResult]], list[AttemptReport]]:
     """`_record_attempt` for every trigger whose outcomes here are all plain (succeeded or accepted) and
     whose rows are as the claim left them (attempt still in flight, run not ended meanwhile): the same
     decisions on the instances, saved with one locking read and one UPDATE per table. Returns the outcomes
     it left for `_record_attempt`: a trigger with a retry, a failure or a surprise goes there whole, so its
-    counters see its ends in the same order as one message at a time would."""
+    counters see its ends in the same order as one message at a time would. Also returns the reports of
+    the attempts it recorded."""
     now = clock.now()
     by_trigger: dict[uuid.UUID, list[tuple[_Claim, LaunchResult]]] = {}
     for outcome in ordered:
         by_trigger.setdefault(outcome[0].execution.trigger_id, []).append(outcome)
     plain = [pk for pk, group in by_trigger.items() if all(r.status in _PLAIN for _c, r in group)]
     if not plain:
-        return ordered
+        return ordered, []
     triggers = {t.pk: t for t in Trigger.objects.select_for_update().filter(pk__in=plain).order_by("pk")}
     pks = [claim.execution.pk for pk in plain for claim, _r in by_trigger[pk]]
     executions = {e.pk: e for e in Execution.objects.select_for_update().filter(pk__in=pks).order_by("pk")}
@@ -221,6 +257,7 @@ def _record_plain(
         )
 
     attempts: list[Attempt] = []
+    reports: list[AttemptReport] = []
     ended: list[Execution] = []
     accepted: list[Execution] = []
     touched: list[Trigger] = []
@@ -244,6 +281,7 @@ def _record_plain(
                 execution.error = ""
                 execution.updated_at = now
                 accepted.append(execution)
+                reports.append(_report(trigger, execution, attempt))
                 continue
             note_end(
                 execution, ExecutionStatus.SUCCEEDED, now=now, result=result.result, run_id=result.run_id
@@ -257,6 +295,7 @@ def _record_plain(
                 error=execution.error,
             )
             ended.append(execution)
+            reports.append(_report(trigger, execution, attempt))
         if trigger not in touched and any(r.status is LaunchStatus.SUCCEEDED for _c, r in group):
             touched.append(trigger)
     bulk.update_each(attempts, ["finished_at", "http_status", "exception", "error", "outcome"])
@@ -276,7 +315,21 @@ def _record_plain(
     outcomes = [a.outcome for a in attempts]
     transaction.on_commit(lambda: metrics.attempts_recorded(outcomes), robust=True)
     done = {a.execution_id for a in attempts}
-    return [outcome for outcome in ordered if outcome[0].execution.pk not in done]
+    return [outcome for outcome in ordered if outcome[0].execution.pk not in done], reports
+
+
+def _report(
+    trigger: Trigger, execution: Execution, attempt: Attempt, retry_in: float | None = None
+) -> AttemptReport:
+    return AttemptReport(
+        execution_id=execution.pk,
+        number=attempt.number,
+        outcome=attempt.outcome,
+        run_status=execution.status,
+        label=_label(trigger, execution),
+        error=attempt.error,
+        retry_in=retry_in,
+    )
 
 
 def _claim_batch(pks: list[uuid.UUID], task_id: str) -> tuple[list[_Claim], list[uuid.UUID]]:
@@ -356,7 +409,7 @@ def _nothing_to_do(execution: Execution, task_id: str | None) -> bool:
     return False
 
 
-def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim | None:
+def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim | AttemptReport | None:
     now = clock.now()
     with transaction.atomic():
         locked = lock(execution_id)
@@ -366,10 +419,10 @@ def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim
         trigger, execution = locked
         if _nothing_to_do(execution, task_id):
             return None
-        if execution.status == ExecutionStatus.RUNNING and not _retire_dead_attempt(
-            trigger, execution, now=now, task_id=task_id
-        ):
-            return None
+        if execution.status == ExecutionStatus.RUNNING:
+            retired = _retire_dead_attempt(trigger, execution, now=now, task_id=task_id)
+            if retired is not True:
+                return retired or None
         claim, attempt = _start_attempt(execution, now=now, launchers={})
         attempt.save(force_insert=True)
         execution.save(update_fields=["status", "attempts", "started_at", "updated_at"])
@@ -378,9 +431,10 @@ def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim
 
 def _retire_dead_attempt(
     trigger: Trigger, execution: Execution, *, now: datetime, task_id: str | None
-) -> bool:
+) -> bool | AttemptReport:
     """For a message that finds its execution `running`: True when a new attempt may start (the one in
-    flight is provably dead), False when there is nothing to do now (see `execution_launch_attempt`)."""
+    flight is provably dead), False when there is nothing to do now (see `execution_launch_attempt`), and
+    the dead attempt's report when it was the last one and its run is now failed."""
     in_flight = execution.attempt_set.filter(outcome=AttemptOutcome.STARTED).order_by("-number").first()
     if in_flight is None:
         return False  # the target accepted the run; its end comes by callback, poll or the sweeper
@@ -394,6 +448,7 @@ def _retire_dead_attempt(
                 task_id=message,
                 priority=dispatch.FOLLOW_UP_PRIORITY,
                 countdown=min(wait, retry_cap()),
+                label=_label(trigger, execution),
             ),
             robust=True,
         )
@@ -409,13 +464,13 @@ def _retire_dead_attempt(
     in_flight.save(update_fields=["outcome", "finished_at", "exception", "error"])
     if last:
         finish(trigger, execution, ExecutionStatus.FAILED, now=now, error=in_flight.error)
-        return False
+        return _report(trigger, execution, in_flight)
     return True
 
 
-def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResult) -> Execution | None:
+def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResult) -> AttemptReport | None:
     """Record how attempt `number` ended and what follows: the run's end, a retry, or (async) waiting for
-    the target to report."""
+    the target to report. Returns what the attempt came to (None: the run is gone)."""
     now = clock.now()
     with transaction.atomic():
         locked = lock(execution_id)
@@ -425,7 +480,7 @@ def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResul
         attempt = Attempt.objects.select_for_update().filter(execution_id=execution.pk, number=number).first()
         if attempt is None or attempt.outcome != AttemptOutcome.STARTED:
             logger.warning("attempt %s of %s ended after it was declared lost; ignored", number, execution.pk)
-            return execution
+            return None
         attempt.finished_at = now
         attempt.http_status = result.http_status
         attempt.exception = result.exception[:200]
@@ -443,7 +498,7 @@ def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResul
                 execution.save(update_fields=["run_id", "updated_at"])
                 if execution.status == ExecutionStatus.CANCELLED and result.status is LaunchStatus.ACCEPTED:
                     cancel_at_target_after_commit(trigger.target, result.run_id)
-            return execution
+            return _report(trigger, execution, attempt)
 
         if result.status is LaunchStatus.ACCEPTED:
             attempt.save()
@@ -485,6 +540,7 @@ def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResul
                     task_id=execution.task_id,
                     priority=dispatch.FOLLOW_UP_PRIORITY,
                     countdown=delay,
+                    label=_label(trigger, execution),
                 ),
                 robust=True,
             )
@@ -493,4 +549,5 @@ def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResul
             status = ExecutionStatus.TIMED_OUT if result.timed_out else ExecutionStatus.FAILED
             finish(trigger, execution, status, now=now, error=result.error, run_id=result.run_id)
     metrics.attempts_recorded([attempt.outcome])
-    return execution
+    retry_in = attempt.retry_delay_seconds if attempt.outcome == AttemptOutcome.RETRYABLE else None
+    return _report(trigger, execution, attempt, retry_in=retry_in)

@@ -15,6 +15,7 @@ from executions.models import (
     ExecutionStatus,
 )
 from executions.services.dispatch import execution_enqueue_after_commit
+from schedules import services as trigger_services
 from schedules import validation
 from schedules.models import Trigger
 from toolkit import clock, metrics
@@ -91,6 +92,10 @@ def _create_manual(
             if not key:
                 raise
             return Execution.objects.get(trigger=trigger, idempotency_key=key)  # a concurrent request won
+        action = f"Re-run of {rerun_of.pk}" if rerun_of is not None else "Run now"
+        trigger_services.trigger_record_action(
+            trigger=trigger, action=f"{action} (execution {execution.pk})", actor=requested_by
+        )
         execution_enqueue_after_commit(execution)
     metrics.runs_recorded([execution])
     return execution

@@ -136,3 +136,28 @@ def test_the_dashboard_draws_the_day(page: Page, app: App, operator) -> None:
     expect(page.locator("#fleet")).to_contain_text("Beat leader")
     expect(page.locator("#fleet a")).to_have_attribute("href", re.compile(r"^http://127\.0\.0\.1:5555/"))
     screenshot(page, "08-dashboard")
+
+
+def test_a_triggers_history_page_is_its_audit_trail(page: Page, app: App, operator) -> None:
+    """Pause, resume, run now and an edit in the admin, then History: each is there, with who and what."""
+    trigger = services.trigger_register(
+        owner=operator, name="Audit me", workflow_id="wf-audit", cron_expression="0 9 * * 1-5"
+    )
+    log_in(page, app)
+    page.goto(app.url(f"/admin/schedules/trigger/{trigger.pk}/change/"))
+    for button in ("pause", "resume", "run_now"):
+        page.click(f"button.sched-op--{button}")
+        expect(messages(page)).to_have_count(1)
+    page.fill("#id_name", "Audited")
+    page.click("input[name=_continue]")
+    expect(messages(page)).to_have_count(1)
+
+    page.click("a.historylink")
+    rows = page.locator("#change-history tbody tr")
+    expect(rows).to_have_count(5)
+    table = page.locator("#change-history").inner_text()
+    for words in ("Paused: paused by operator in the admin", "Resumed", "Run now (execution", "Edited"):
+        assert words in table
+    assert "Audit me → Audited" in " ".join(table.split())
+    assert table.count("operator") >= 4
+    screenshot(page, "09-trigger-history")
