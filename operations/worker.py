@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 from executions import services
 from executions.models import FleetSwitch
 from operations import status
+from toolkit import clock
 
 
 def _answer(switch: FleetSwitch, *, fleet: bool = False) -> dict[str, Any]:
@@ -22,7 +23,7 @@ def _answer(switch: FleetSwitch, *, fleet: bool = False) -> dict[str, Any]:
     queues, workers), whose Redis figures are left out, not a 500, while Redis is away."""
     answer: dict[str, Any] = {
         "running": not switch.firing_stopped,
-        "changed_at": switch.changed_at.isoformat().replace("+00:00", "Z") if switch.changed_at else None,
+        "changed_at": clock.iso_z(switch.changed_at),
         "changed_by": switch.changed_by or None,
         "reason": switch.reason or None,
     }

@@ -21,16 +21,28 @@ def _bearer(request: HttpRequest) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-@csrf_exempt
-def tick_view(request: HttpRequest) -> JsonResponse | HttpResponseNotAllowed:
+def refuse_without_secret(
+    request: HttpRequest, *, methods: tuple[str, ...], realm: str, message: dict[str, str]
+) -> JsonResponse | HttpResponseNotAllowed | None:
+    """The answer to a call that may not go through (404 while CRON_SECRET is unset, 405 for another
+    method, 401 `message` for a missing or wrong bearer secret, compared in constant time), else None.
+    Every endpoint a cron service calls with the shared secret is guarded by this one check."""
     secret = settings.CRON_SECRET
     if not secret:
         return JsonResponse({"detail": "Not found."}, status=404)
-    if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
+    if request.method not in methods:
+        return HttpResponseNotAllowed(list(methods))
     token = _bearer(request)
     if token is None or not hmac.compare_digest(token.encode(), secret.encode()):
-        response = JsonResponse({"detail": "A valid bearer secret is required."}, status=401)
-        response["WWW-Authenticate"] = 'Bearer realm="tick"'
+        response = JsonResponse(message, status=401)
+        response["WWW-Authenticate"] = f'Bearer realm="{realm}"'
         return response
-    return JsonResponse(redbeat_sync.run_tick())
+    return None
+
+
+@csrf_exempt
+def tick_view(request: HttpRequest) -> JsonResponse | HttpResponseNotAllowed:
+    refused = refuse_without_secret(
+        request, methods=("POST",), realm="tick", message={"detail": "A valid bearer secret is required."}
+    )
+    return refused or JsonResponse(redbeat_sync.run_tick())

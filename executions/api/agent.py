@@ -13,7 +13,6 @@ failed, cancelled, skipped).
 
 from __future__ import annotations
 
-import hmac
 import time
 from typing import Any
 
@@ -28,7 +27,7 @@ from rest_framework.views import APIView
 
 from executions import services as execution_services
 from executions.models import Execution, ExecutionStatus
-from schedules import services
+from schedules import services, tick
 from schedules.models import Priority, Trigger, TriggerKind
 from toolkit import clock
 from toolkit.api import estimated_count
@@ -112,7 +111,7 @@ class AgentExecuteView(APIView):
                         "cron": trigger.cron_expression,
                         "timezone": trigger.timezone,
                     },
-                    "nextRunAt": _instant(trigger.next_run_at),
+                    "nextRunAt": clock.iso_z(trigger.next_run_at),
                 },
                 status=status.HTTP_201_CREATED,
             )
@@ -147,25 +146,16 @@ def _wait(execution: Execution, seconds: float) -> Execution:
     return execution
 
 
-def _instant(moment: Any) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
-
-
 @csrf_exempt
 def check_scheduled_tasks(request: HttpRequest) -> JsonResponse | HttpResponseNotAllowed:
     """That system's cron endpoint, behind `Authorization: Bearer $CRON_SECRET` (404 while no secret is
     set, as for `/api/v1/tick`): GET reports, POST also runs one beat pass (the due tasks are queued, each
     slot once, safe beside a running beat) and says how many it queued."""
-    secret = settings.CRON_SECRET
-    if not secret:
-        return JsonResponse({"detail": "Not found."}, status=404)
-    if request.method not in ("GET", "POST"):
-        return HttpResponseNotAllowed(["GET", "POST"])
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), secret.encode()):
-        response = JsonResponse({"error": "Unauthorized"}, status=401)
-        response["WWW-Authenticate"] = 'Bearer realm="cron"'
-        return response
+    refused = tick.refuse_without_secret(
+        request, methods=("GET", "POST"), realm="cron", message={"error": "Unauthorized"}
+    )
+    if refused is not None:
+        return refused
     queued = None
     if request.method == "POST":
         from schedules import redbeat_sync
@@ -177,7 +167,7 @@ def check_scheduled_tasks(request: HttpRequest) -> JsonResponse | HttpResponseNo
         "status": "healthy",
         "scheduledTasks": estimated_count(scheduled)[0],
         "tasksCurrentlyDue": estimated_count(scheduled.filter(next_run_at__lte=now))[0],
-        "timestamp": _instant(now),
+        "timestamp": clock.iso_z(now),
     }
     if queued is not None:
         answer["queued"] = queued

@@ -31,6 +31,7 @@ from executions.api.views import visible_executions
 from schedules import services
 from schedules.api.serializers import JSONObjectField
 from schedules.models import CatchupPolicy, OverlapPolicy, Trigger, TriggerKind, TriggerStatus
+from toolkit import clock
 from toolkit.api import InstantField
 
 NAMESPACE = uuid.UUID("6f1b7a2e-3c4d-4e5f-8a9b-0c1d2e3f4a5b")
@@ -81,20 +82,16 @@ def schedule_of(trigger: Trigger) -> dict[str, Any]:
         "user_id": kept.get("user_id", ""),
         "cron_expr": kept.get("cron_expr", trigger.cron_expression),
         "timezone": trigger.timezone,
-        "start_at": _instant(trigger.start_at),
-        "end_at": _instant(trigger.end_at),
+        "start_at": clock.iso_z(trigger.start_at),
+        "end_at": clock.iso_z(trigger.end_at),
         "jitter_ms": trigger.jitter_seconds * 1000,
         "overlap_policy": trigger.overlap_policy,
         "catchup_policy": trigger.catchup_policy,
         "paused": trigger.status == TriggerStatus.PAUSED,
-        "next_run_at": _instant(trigger.next_run_at),
-        "created_at": _instant(trigger.created_at),
-        "updated_at": _instant(trigger.updated_at),
+        "next_run_at": clock.iso_z(trigger.next_run_at),
+        "created_at": clock.iso_z(trigger.created_at),
+        "updated_at": clock.iso_z(trigger.updated_at),
     }
-
-
-def _instant(moment: Any) -> str | None:
-    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 class CronServiceView(APIView):
@@ -224,12 +221,12 @@ def run_of(execution: Any, schedule_id: str | None) -> dict[str, Any]:
         "run_id": str(execution.pk),
         "schedule_id": schedule_id,
         "workflow_id": execution.trigger.workflow_id,
-        "scheduled_for": _instant(execution.slot),
+        "scheduled_for": clock.iso_z(execution.slot),
         "status": execution.status,
         "skip_reason": execution.skip_reason or None,
         "idempotency_key": execution.idempotency_key or None,
-        "started_at": _instant(execution.started_at),
-        "finished_at": _instant(execution.finished_at),
+        "started_at": clock.iso_z(execution.started_at),
+        "finished_at": clock.iso_z(execution.finished_at),
         "error": execution.error or None,
     }
 
@@ -280,7 +277,7 @@ class RunLauncherView(CronServiceView):
             bool(key)
             and visible_executions(request.user).filter(trigger=holder, idempotency_key=key).exists()
         )
-        payload = {"scheduled_for": _instant(data["scheduled_for"]), "version": data["version"],
+        payload = {"scheduled_for": clock.iso_z(data["scheduled_for"]), "version": data["version"],
                    "user_id": data["user_id"]}  # fmt: skip
         execution = execution_services.execution_run_now(
             trigger=holder, input=payload, idempotency_key=key, requested_by=request.user
