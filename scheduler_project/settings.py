@@ -208,10 +208,12 @@ CELERY_TASK_DEFAULT_PRIORITY = 6
 # role's thread pool), `celery` the rest (sweeper, retention, housekeeping, demo workflows: `worker`). A
 # worker started without -Q consumes all three.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_QUEUES = [Queue("fire"), Queue("launch"), Queue("celery")]
+#: The queue fires are recorded from: fresh launch batches yield to its depth.
+SCHEDULER_FIRE_QUEUE = "fire"
+CELERY_TASK_QUEUES = [Queue(SCHEDULER_FIRE_QUEUE), Queue("launch"), Queue("celery")]
 CELERY_TASK_ROUTES = {
-    "executions.fire": {"queue": "fire"},
-    "executions.fire_batch": {"queue": "fire"},
+    "executions.fire": {"queue": SCHEDULER_FIRE_QUEUE},
+    "executions.fire_batch": {"queue": SCHEDULER_FIRE_QUEUE},
     "executions.launch": {"queue": "launch"},
     "executions.launch_batch": {"queue": "launch"},
 }
@@ -263,6 +265,9 @@ SCHEDULER_LAUNCH_BATCH_SIZE = env_int("SCHEDULER_LAUNCH_BATCH_SIZE", 16)
 # How long a launch batch waits, once one call of it has returned, for more to return and be recorded in
 # the same few statements (seconds; small beside any attempt's grace).
 SCHEDULER_LAUNCH_RECORD_WINDOW = env_float("SCHEDULER_LAUNCH_RECORD_WINDOW", 0.02)
+#: Recording first: a fresh launch batch waits (at most this long) while fire batches are queued and being
+#: drained, so a herd's slots are all recorded before its launches take the CPU and the database (0: never).
+SCHEDULER_LAUNCH_YIELD_SECONDS = env_float("SCHEDULER_LAUNCH_YIELD_SECONDS", 5.0)
 SCHEDULER_MAX_CONCURRENT_PER_OWNER = env_int("SCHEDULER_MAX_CONCURRENT_PER_OWNER", 0)  # 0 = unlimited
 # Runs of one workflow (one owner's triggers with the same workflow_id) going at once; 0 = unlimited. These
 # three caps are the defaults: an operator overrides them per user (`schedules.OwnerLimits`, in the admin).
