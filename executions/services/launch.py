@@ -170,16 +170,24 @@ def yield_to_recording() -> str:
     SCHEDULER_LAUNCH_YIELD_SECONDS, and not at all once the queue stops draining for a second (the fire
     role is down: launches must not stall behind it). Only fresh runs wait: retries and resends are single
     `urgent` messages and keep their timing; a run waiting here has no attempt yet, so no deadline runs.
-    Returns why it stopped waiting (`toolkit.broker.wait_while_draining`), or "off"."""
+    Nor does a batch wait while a retry or resend is queued: every launcher thread parked here would hold it
+    back past its planned time. Returns why it stopped waiting (`toolkit.broker.wait_while_draining`), or
+    "off"."""
     limit = float(settings.SCHEDULER_LAUNCH_YIELD_SECONDS)
     if limit <= 0:
         return "off"
-    client, queue = _broker_client(settings.CELERY_BROKER_URL), settings.SCHEDULER_FIRE_QUEUE
-    return broker.wait_while_draining(
-        lambda: sum(broker.queue_lengths(client, [queue])[queue].values()),
-        limit=limit,
-        stall=YIELD_STALL_SECONDS,
-    )
+    client = _broker_client(settings.CELERY_BROKER_URL)
+    fires = settings.SCHEDULER_FIRE_QUEUE
+    launches = settings.CELERY_TASK_ROUTES[dispatch.LAUNCH_TASK]["queue"]
+    follow_up = policies.priority_value(dispatch.FOLLOW_UP_PRIORITY)
+
+    def fires_waiting() -> int:
+        lengths = broker.queue_lengths(client, [fires, launches])
+        if lengths[launches].get(follow_up):
+            return 0  # a retry or resend is due: this batch goes now, so a thread frees for it at once
+        return sum(lengths[fires].values())
+
+    return broker.wait_while_draining(fires_waiting, limit=limit, stall=YIELD_STALL_SECONDS)
 
 
 def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id: str) -> list[AttemptReport]:

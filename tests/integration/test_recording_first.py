@@ -9,7 +9,8 @@ import threading
 import pytest
 from django.conf import settings
 
-from executions import services
+from executions import policies, services
+from executions.services import dispatch
 from toolkit import broker
 
 pytestmark = [pytest.mark.integration]
@@ -99,3 +100,17 @@ def test_the_wait_can_be_switched_off(redis_client, settings):
     settings.SCHEDULER_LAUNCH_YIELD_SECONDS = 0
     redis_client.rpush(_fire_lists(redis_client)[0], "queued")
     assert services.yield_to_recording() == "off"
+
+
+def test_a_queued_retry_ends_the_wait_at_once(redis_client, settings):
+    """A retry or resend (`urgent`) waiting in the launch queue must not sit behind launcher threads parked
+    for a herd's recording: the batch goes now, so a thread frees for it."""
+    settings.CELERY_BROKER_URL = settings.REDIS_URL
+    settings.SCHEDULER_LAUNCH_YIELD_SECONDS = 30
+    redis_client.rpush(_fire_lists(redis_client)[0], "nobody-consumes-this")
+    layout = broker.BrokerLayout.of_app()
+    urgent = policies.priority_value(dispatch.FOLLOW_UP_PRIORITY)
+    redis_client.rpush(layout.list_key("launch", layout.priority_steps[-1]), "a-fresh-launch")
+    assert services.yield_to_recording() == "stalled"  # fresh launches queued do not end the wait
+    redis_client.rpush(layout.list_key("launch", urgent), "a-retry")
+    assert services.yield_to_recording() == "clear"
