@@ -14,6 +14,7 @@ from django.http import HttpRequest
 from executions.policies import SkipReason
 from notifications import services
 from notifications.models import Delivery, Subscription
+from toolkit.admin import EstimatedCountPaginator
 
 
 class SubscriptionAdminForm(forms.ModelForm):
@@ -73,6 +74,7 @@ class SubscriptionAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_filter = ("event", "channel", "active")
+    list_select_related = ("owner", "trigger")
     search_fields = ("owner__username", "trigger__name", "email", "url")
     autocomplete_fields = ("owner",)
     raw_id_fields = ("trigger",)
@@ -104,6 +106,8 @@ class DeliveryAdmin(admin.ModelAdmin):
     search_fields = ("owner__username", "trigger__name", "destination")
     list_select_related = ("owner", "trigger")
     ordering = ("-created_at",)
+    show_full_result_count = False  # the log grows like the executions: no full count per page load
+    paginator = EstimatedCountPaginator
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
