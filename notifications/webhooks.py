@@ -127,17 +127,35 @@ def _pin(connection: http.client.HTTPConnection, address: IPAddress) -> None:
     connection._create_connection = create_connection  # type: ignore[attr-defined]
 
 
+def _connect(
+    scheme: str, host: str, port: int, addresses: list[IPAddress], *, timeout: float
+) -> http.client.HTTPConnection:
+    """A connection to the first checked address that answers (a name may resolve to an IPv6 address this
+    host cannot reach before an IPv4 one it can)."""
+    error: OSError | None = None
+    for address in addresses:
+        connection: http.client.HTTPConnection
+        if scheme == "https":
+            connection = http.client.HTTPSConnection(host, port, timeout=timeout)
+        else:
+            connection = http.client.HTTPConnection(host, port, timeout=timeout)
+        _pin(connection, address)
+        try:
+            connection.connect()
+        except OSError as exc:
+            connection.close()
+            error = exc
+            continue
+        return connection
+    raise error or OSError(f"{host} has no address to connect to")
+
+
 def post(url: str, body: bytes, *, headers: Mapping[str, str], timeout: float) -> Answer:
     """POST `body` to `url` after checking it (see the module's docstring). Raises `AddressRefused` for a
     URL that may not be called, `OSError` / `http.client.HTTPException` when the call itself fails."""
     host, port, addresses = check_url(url)
     parts = urlsplit(url)
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(host, port, timeout=timeout)
-    else:
-        connection = http.client.HTTPConnection(host, port, timeout=timeout)
-    _pin(connection, addresses[0])
+    connection = _connect(parts.scheme, host, port, addresses, timeout=timeout)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request(

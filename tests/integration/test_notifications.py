@@ -381,6 +381,31 @@ def test_the_connection_goes_to_the_checked_address(
     assert headers["host"] == f"receiver.hooks.test:{port}"
 
 
+def test_an_address_that_does_not_answer_falls_back_to_the_next_checked_one(
+    make, alice, frozen_clock, committed, receiver, monkeypatch, settings
+):
+    settings.SCHEDULER_NOTIFY_ALLOWED_NETWORKS = ["127.0.0.1/32", "::1/128"]
+    both = [ipaddress.ip_address("::1"), ipaddress.ip_address("127.0.0.1")]  # the receiver is IPv4 only
+    monkeypatch.setattr(webhooks, "resolve", lambda host, port: both)
+    trigger = make()
+    url = f"http://dual.hooks.test:{receiver.server.server_address[1]}/hook"
+    subscribe(alice, committed, trigger=trigger.pk, event="failed", channel="webhook", url=url)
+    end_run(trigger, 0, F, frozen_clock, committed)
+    assert (deliveries()[0].status, len(receiver.requests)) == (DeliveryStatus.DELIVERED, 1)
+
+
+def test_a_receiver_that_is_down_is_retried_then_given_up(make, alice, frozen_clock, committed):
+    closed = Receiver()  # bound, never serving: then closed, so its port refuses connections
+    url = closed.url
+    closed.server.server_close()
+    trigger = make()
+    subscribe(alice, committed, trigger=trigger.pk, event="failed", channel="webhook", url=url)
+    end_run(trigger, 0, F, frozen_clock, committed)
+    (delivery,) = deliveries()
+    assert (delivery.status, delivery.attempts, delivery.response_code) == (DeliveryStatus.FAILED, 3, None)
+    assert delivery.last_error.startswith("ConnectionRefusedError")
+
+
 @pytest.mark.parametrize(
     ("address", "allowed"),
     [
@@ -610,3 +635,37 @@ def test_a_fire_batch_nobody_listens_to_costs_no_query_more(alice, frozen_clock,
         events.listen(listener.LISTENER)
     assert len(listening) == len(without)
     assert not [q["sql"] for q in listening.captured_queries if "notifications_" in q["sql"]]
+
+
+# --- Two routers at once ------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_routers_racing_on_one_event_make_one_delivery(alice, mailoutbox):
+    """The window is claimed under a unique key: routers in two connections, released together, make one
+    delivery between them (and so do the next eight, inside the same window)."""
+    trigger = trigger_services.trigger_register(
+        owner=alice, name="raced", workflow_id="w", cron_expression="* * * * *"
+    )
+    services.subscription_create(owner=alice, trigger=trigger.pk, event="failed", channel="email")
+    event = events.Event.of("failed", trigger=trigger, at=T0, reason="failed", failures=1)
+    barrier = threading.Barrier(10)
+    errors: list[BaseException] = []
+
+    def route() -> None:
+        try:
+            barrier.wait(timeout=10)
+            services.notification_route(events=[event])
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=route) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert Delivery.objects.count() == 1
+    assert len(mailoutbox) == 1
