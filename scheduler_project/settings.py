@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "simple_history",
     "schedules",
     "executions",
+    "notifications",
     "operations",
 ]
 
@@ -299,6 +300,31 @@ try:
 except json.JSONDecodeError as exc:
     raise ImproperlyConfigured(f"SCHEDULER_TARGETS is not valid JSON: {exc}") from exc
 
+# --- Notifications ----------------------------------------------------------------------------------------
+# Subscriptions to trigger events (notifications/): at most one notification per (subscription, trigger,
+# event) per window; webhooks only to allowed hosts (exact names, "*.example.com", or "*"), never to a
+# private, loopback or link-local address unless it lies in an allowed network (CIDRs, e.g. 127.0.0.1/32).
+SCHEDULER_NOTIFY_WINDOW_SECONDS = env_int("SCHEDULER_NOTIFY_WINDOW_SECONDS", 3600)
+SCHEDULER_NOTIFY_WEBHOOK_HOSTS = env_list("SCHEDULER_NOTIFY_WEBHOOK_HOSTS", [])
+SCHEDULER_NOTIFY_ALLOWED_NETWORKS = env_list("SCHEDULER_NOTIFY_ALLOWED_NETWORKS", [])
+SCHEDULER_NOTIFY_MAX_ATTEMPTS = env_int("SCHEDULER_NOTIFY_MAX_ATTEMPTS", 5)
+SCHEDULER_NOTIFY_TIMEOUT_SECONDS = env_float("SCHEDULER_NOTIFY_TIMEOUT_SECONDS", 10.0)
+# How long the "who subscribed to what" answer the fire path reads is cached (writes refresh it at once).
+SCHEDULER_NOTIFY_CACHE_SECONDS = env_int("SCHEDULER_NOTIFY_CACHE_SECONDS", 60)
+# Email: Django's backend; the console in development (DEBUG), SMTP (EMAIL_HOST, ...) otherwise.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "scheduler@localhost")
+
 # --- REST framework ---------------------------------------------------------------------------------------
 # Token auth first: DRF answers an anonymous request with 401 only when the first authenticator sends a
 # challenge. Throttle rates are "N/second|minute|hour|day" (empty = off); the throttle counters live in the
@@ -360,6 +386,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "triggers", "description": "Schedules that start workflows, and their actions."},
         {"name": "executions", "description": "Runs: scheduled, caught up, manual; their attempts."},
         {"name": "schedules", "description": "Cron preview and presets, for forms validating as you type."},
+        {"name": "notifications", "description": "Subscriptions to trigger events, and their delivery log."},
         {"name": "compat", "description": "Endpoints of the earlier scheduler (camelCase, exact shapes)."},
         {"name": "flows", "description": "The flows scheduling API (`/api/_flows/`), its exact shapes."},
     ],

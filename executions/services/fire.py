@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
-from executions import policies, selectors
+from executions import events, policies, selectors
 from executions.models import (
     ACTIVE_STATUSES,
     Execution,
@@ -188,6 +188,7 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
                 book.forget(trigger, mark)
                 trigger.refresh_from_db()
         created = _insert(book.decided, book)
+        events.announce_recorded(created)  # skipped / missed slots, to subscribers (nothing when none)
         trigger_services.triggers_save_slots(triggers=[triggers[pk] for pk in book.touched], ended=ended)
         dispatch.execution_send_after_commit(
             [_due(row, triggers[row.trigger_id]) for row in created if row.status == ExecutionStatus.PENDING]
