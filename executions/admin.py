@@ -143,8 +143,10 @@ def run_strip(trigger: Any) -> SafeString | str:
         ),
     )
     return format_html(
+        '<div class="sched-strip-box">'
         '<div class="sched-strip" aria-label="last {} runs, oldest first">{}</div>'
-        '<div class="help">Last {} runs, oldest on the left; hover for slot and status, click to open.</div>',
+        '<span class="sched-strip__help">'
+        "Last {} runs, oldest on the left; hover for slot and status, click to open.</span></div>",
         len(runs),
         cells,
         len(runs),

@@ -21,7 +21,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_POST
@@ -76,14 +76,26 @@ def instant(moment: datetime | None, zone_name: str = "UTC", *, empty: str = "�
         return empty
     local = in_zone(moment, zone_name)
     utc = moment.astimezone(UTC_ZONE)
-    second_line = relative(moment) if local.tzinfo == UTC_ZONE else f"{wall(utc)} · {relative(moment)}"
+    second = [relative(moment)] if local.tzinfo == UTC_ZONE else [*_wall_parts(utc), f"· {relative(moment)}"]
     return format_html(
         '<span class="sched-when" title="{}"><span class="sched-when__local">{}</span>'
         '<span class="sched-when__utc">{}</span></span>',
         utc.isoformat(),
-        wall(local),
-        second_line,
+        _unbroken(_wall_parts(local)),
+        _unbroken(second),
     )
+
+
+def _wall_parts(moment: datetime) -> list[str]:
+    """A wall time as its date and its time of day ("Mon 2 Mar", "09:00 PST")."""
+    words = wall(moment).split(" ")
+    return [" ".join(words[:-2]), " ".join(words[-2:])]
+
+
+def _unbroken(parts: Iterable[str]) -> SafeString:
+    """Parts that never break inside themselves, only between each other: a narrow column (a list on a
+    laptop with both sidebars open, a phone) puts the time under the date rather than widening the table."""
+    return format_html_join(" ", "<span>{}</span>", ((part,) for part in parts))
 
 
 def instant_text(moment: datetime, zone_name: str = "UTC") -> str:
