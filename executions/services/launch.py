@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -163,6 +164,48 @@ def _broker_client(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
 
 
+#: A follow-up planned this close (its ETA) counts as waiting: a batch launched now frees its thread in time.
+FOLLOW_UP_HORIZON = timedelta(seconds=2)
+
+
+_released: set[str] = set()
+_released_lock = threading.Lock()
+
+
+def _release_for_waiting_launch() -> bool:
+    """Whether this parked launch batch should go now, to free its thread for an `executions.launch` message
+    (a retry, a resend, a run-now) that this worker process holds: waiting for a thread, or due within
+    FOLLOW_UP_HORIZON. A retry's message carries an ETA, so the worker takes it off the broker at once and
+    keeps it (Celery's scheduled, then reserved requests): the broker's queue no longer shows it, and every
+    thread parked for a herd would hold it past its planned time. One parked batch is released per waiting
+    message, not all of them: the others keep yielding to the herd's recording."""
+    from celery.worker import state
+
+    horizon = clock.now() + FOLLOW_UP_HORIZON
+    try:
+        waiting = {
+            str(request.id)
+            for request in list(state.reserved_requests)
+            if request.name == dispatch.LAUNCH_TASK
+        }
+        for request in list(state.scheduled_requests):
+            if request.name != dispatch.LAUNCH_TASK:
+                continue
+            eta = request.eta
+            at = datetime.fromisoformat(eta) if isinstance(eta, str) else eta
+            if at is None or at.tzinfo is None or at <= horizon:
+                waiting.add(str(request.id))
+    except (RuntimeError, ValueError):  # the sets changed under us: look again on the next poll
+        return False
+    with _released_lock:
+        _released.intersection_update(waiting)  # those that got their thread are done with
+        unserved = waiting - _released
+        if not unserved:
+            return False
+        _released.add(min(unserved))
+        return True
+
+
 def yield_to_recording() -> str:
     """Recording first. A herd's fires and its launches share the machine's cores and the database; left to
     compete, recording 10,000 slots took 20 s where it takes a few alone, so users saw their runs recorded
@@ -182,6 +225,8 @@ def yield_to_recording() -> str:
     follow_up = policies.priority_value(dispatch.FOLLOW_UP_PRIORITY)
 
     def fires_waiting() -> int:
+        if _release_for_waiting_launch():
+            return 0  # this process holds a retry, resend or run-now for a thread: free one now
         lengths = broker.queue_lengths(client, [fires, launches])
         if lengths[launches].get(follow_up):
             return 0  # a retry or resend is due: this batch goes now, so a thread frees for it at once

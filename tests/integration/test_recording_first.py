@@ -5,8 +5,11 @@ checked on a scripted clock."""
 from __future__ import annotations
 
 import threading
+import uuid
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from celery.worker import state as worker_state
 from django.conf import settings
 
 from executions import policies, services
@@ -114,3 +117,52 @@ def test_a_queued_retry_ends_the_wait_at_once(redis_client, settings):
     assert services.yield_to_recording() == "stalled"  # fresh launches queued do not end the wait
     redis_client.rpush(layout.list_key("launch", urgent), "a-retry")
     assert services.yield_to_recording() == "clear"
+
+
+class _Request:
+    """What Celery's worker keeps of a message it holds: a name and, for a countdown, an ETA."""
+
+    def __init__(self, name: str, eta: datetime | None = None) -> None:
+        self.name, self.eta, self.id = name, eta, str(uuid.uuid4())
+
+
+@pytest.mark.parametrize(
+    ("where", "eta_in", "expected"),
+    [
+        pytest.param("reserved", None, "clear", id="retry-waiting-for-a-thread"),
+        pytest.param("scheduled", 1.0, "clear", id="retry-due-within-the-horizon"),
+        pytest.param("scheduled", 60.0, "stalled", id="retry-due-much-later"),
+    ],
+)
+def test_a_retry_this_worker_holds_ends_the_wait(redis_client, settings, where, eta_in, expected):
+    """A retry's message has an ETA: the worker takes it off the broker at once and holds it, so only the
+    worker's own bookkeeping shows that a thread must free for it."""
+    settings.CELERY_BROKER_URL = settings.REDIS_URL
+    settings.SCHEDULER_LAUNCH_YIELD_SECONDS = 30
+    redis_client.rpush(_fire_lists(redis_client)[0], "nobody-consumes-this")
+    eta = None if eta_in is None else datetime.now(UTC) + timedelta(seconds=eta_in)
+    held = _Request(dispatch.LAUNCH_TASK, eta)
+    other = _Request("executions.launch_batch")
+    bookkeeping = getattr(worker_state, f"{where}_requests")
+    bookkeeping.add(held)
+    bookkeeping.add(other)
+    try:
+        assert services.yield_to_recording() == expected
+    finally:
+        bookkeeping.discard(held)
+        bookkeeping.discard(other)
+
+
+def test_one_parked_batch_goes_per_waiting_retry(redis_client, settings):
+    """The other parked batches keep yielding to the herd: one thread is enough for one retry."""
+    settings.CELERY_BROKER_URL = settings.REDIS_URL
+    settings.SCHEDULER_LAUNCH_YIELD_SECONDS = 30
+    redis_client.rpush(_fire_lists(redis_client)[0], "nobody-consumes-this")
+    held = [_Request(dispatch.LAUNCH_TASK), _Request(dispatch.LAUNCH_TASK)]
+    for request in held:
+        worker_state.reserved_requests.add(request)
+    try:
+        assert [services.yield_to_recording() for _ in range(3)] == ["clear", "clear", "stalled"]
+    finally:
+        for request in held:
+            worker_state.reserved_requests.discard(request)
