@@ -61,13 +61,17 @@ def schedule_in_words(trigger: Trigger) -> str:
         return f"{trigger.cron_expression or trigger.kind} ({trigger.timezone}) — invalid"
 
 
-def fire_time_rows(fire_times: Iterable[timing.FireTime]) -> list[dict[str, Any]]:
+def fire_time_rows(fire_times: Iterable[timing.FireTime | services.PreviewRun]) -> list[dict[str, Any]]:
     """Rows of a fire-time table, shaped like the preview endpoint's `next_runs` so the server-rendered
-    table and the one the change form's script redraws are the same."""
-    return [
-        {"local": wall(ft.local), "utc": wall(ft.slot.astimezone(UTC_ZONE)), "note": ft.note or ""}
-        for ft in fire_times
-    ]
+    table and the one the change form's script redraws are the same. What a window, blackout or calendar
+    does with a slot is added to its note ("skipped: …", "deferred: …")."""
+    rows = []
+    for ft in fire_times:
+        decision = getattr(ft, "decision", "run")
+        rule = f"{decision}: {getattr(ft, 'rule', '')}" if decision != "run" else ""
+        note = "; ".join(text for text in (ft.note or "", rule) if text)
+        rows.append({"local": wall(ft.local), "utc": wall(ft.slot.astimezone(UTC_ZONE)), "note": note})
+    return rows
 
 
 # --- Trigger admin -----------------------------------------------------------------------------------------
@@ -162,6 +166,7 @@ POLICY_FIELDS = (
 )  # fmt: skip
 LAUNCH_FIELDS = ("max_attempts", "backoff_seconds", "timeout_seconds", "priority")
 HISTORY_FIELDS = ("keep_succeeded", "keep_failed")
+RULE_FIELDS = ("windows", "blackouts", "window_action", "excluded_calendar")
 
 
 @admin.register(Trigger)
@@ -202,6 +207,16 @@ class TriggerAdmin(OperationsMixin, SimpleHistoryAdmin):
         (
             "When",
             {"fields": WHEN_FIELDS, "description": "Read in the trigger's time zone; DST follows cronie."},
+        ),
+        (
+            "Windows, blackouts and calendar",
+            {
+                "fields": RULE_FIELDS,
+                "description": (
+                    "In the trigger's zone. A slot outside every window or in a blackout is skipped or "
+                    "deferred; a slot on a date of the calendar is skipped. The fire times above show which."
+                ),
+            },
         ),
         ("Policies", {"fields": POLICY_FIELDS}),
         ("Launch settings", {"fields": LAUNCH_FIELDS}),

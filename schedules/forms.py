@@ -92,8 +92,15 @@ class TriggerAdminForm(forms.ModelForm):
                 attrs={"class": "vTextField cron-input", "spellcheck": "false", "autocomplete": "off"}
             ),
             "timezone": ZoneInput(attrs={"class": "vTextField"}),
+            "windows": forms.Textarea(attrs={"rows": 2, "class": "vLargeTextField json-input"}),
+            "blackouts": forms.Textarea(attrs={"rows": 2, "class": "vLargeTextField json-input"}),
         }
-        labels = {"input": "Input (JSON)", "metadata": "Metadata (JSON)"}
+        labels = {
+            "input": "Input (JSON)",
+            "metadata": "Metadata (JSON)",
+            "windows": "Windows (JSON)",
+            "blackouts": "Blackouts (JSON)",
+        }
         help_texts = {
             "anchor_at": "Interval kind: slots fall at anchor + k·interval (UTC); empty means when saved.",
             "run_at": "Once kind: the single instant to run (UTC).",

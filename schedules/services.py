@@ -15,16 +15,17 @@ by `trigger_record_action`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from schedules import selectors, timing, validation
+from schedules import rules, selectors, timing, validation
 from schedules.models import OwnerLimits, Trigger, TriggerStatus
 from toolkit import bulk, clock, metrics
 
@@ -86,6 +87,7 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
     values = {f: getattr(trigger, f) for f in validation.WRITABLE_FIELDS}
     validation.normalise_schedule(values, now=now)
     validation.add_schedule_errors(errors, values, now=now, check_schedule=True, check_jitter=True)
+    _add_calendar_errors(errors, owner, cleaned.get("excluded_calendar"))
     if errors:
         raise ValidationError(errors)
     _check_owner_cap(owner)
@@ -100,6 +102,13 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
     trigger.save(force_insert=True)
     _sync_after_commit(trigger.pk)
     return trigger
+
+
+def _add_calendar_errors(errors: dict[str, list[str]], owner: Any, calendar: Any) -> None:
+    try:
+        validation.calendar_usable_by(owner, calendar)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
 
 
 def _check_owner_cap(owner) -> None:
@@ -132,6 +141,8 @@ def _apply_fields(trigger: Trigger, fields: dict[str, Any], *, now: datetime, ch
         check_schedule=check_all or schedule_changed,
         check_jitter=check_all or schedule_changed or jitter_changed,
     )
+    if "excluded_calendar" in cleaned and cleaned["excluded_calendar"] != trigger.excluded_calendar:
+        _add_calendar_errors(errors, trigger.owner, cleaned["excluded_calendar"])
     if errors:
         raise ValidationError(errors)
     for field, value in values.items():
@@ -382,10 +393,40 @@ def trigger_record_end(
     return trigger
 
 
+@dataclasses.dataclass(frozen=True)
+class PreviewRun:
+    """A previewed slot (`timing.FireTime`'s slot, local and DST note) with what the trigger's windows,
+    blackouts and calendar would do with it (`schedules.rules.decide`, the fire path's own rule): `run`,
+    `deferred` (to `not_before`) or `skipped` (with `reason`, a skip reason the run would record)."""
+
+    slot: datetime
+    local: datetime
+    note: str | None
+    decision: str = "run"
+    reason: str | None = None
+    not_before: datetime | None = None
+    rule: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Preview:
+    runs: list[PreviewRun]
+    #: The dates the trigger's calendar excludes from the preview's start to its last slot (local dates).
+    excluded_days: list[date]
+
+
 def trigger_preview(
     *, trigger: Trigger | None = None, after: datetime | None = None, count: int = 10, **fields: Any
-) -> list[timing.FireTime]:
-    """Next fire times of a saved trigger, or of unsaved fields (the form a user is typing into)."""
+) -> list[PreviewRun]:
+    """Next fire times of a saved trigger, or of unsaved fields (the form a user is typing into); a saved
+    trigger's windows, blackouts and calendar mark each one run, deferred or skipped."""
+    return trigger_preview_full(trigger=trigger, after=after, count=count, **fields).runs
+
+
+def trigger_preview_full(
+    *, trigger: Trigger | None = None, after: datetime | None = None, count: int = 10, **fields: Any
+) -> Preview:
+    """`trigger_preview`, with the excluded days of the previewed range."""
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
         raise ValidationError({"count": ["must be an integer between 1 and 100"]})
     now = clock.now()
@@ -399,7 +440,30 @@ def trigger_preview(
         validation.normalise_schedule(values, now=now)
         validation.validate_schedule(values, now=now, check_schedule=True, check_jitter=False)
         runs = 0
-    return timing.next_fire_times(validation.spec_from(values), after, count, runs_so_far=runs)
+    fire_times = timing.next_fire_times(validation.spec_from(values), after, count, runs_so_far=runs)
+    slot_rules = None
+    if trigger is not None:
+        slot_rules = selectors.slot_rules_of(trigger, selectors.calendars_of([trigger.excluded_calendar_id]))
+    previewed = [_preview_run(ft, slot_rules) for ft in fire_times]
+    excluded: list[date] = []
+    if slot_rules is not None and slot_rules.excluded_dates:
+        first = after.astimezone(slot_rules.zone).date()
+        last = fire_times[-1].local.date() if fire_times else first + timedelta(days=31)
+        excluded = rules.excluded_between(slot_rules.excluded_dates, first, max(first, last))
+    return Preview(previewed, excluded)
+
+
+def _preview_run(fire_time: timing.FireTime, slot_rules: rules.SlotRules | None) -> PreviewRun:
+    base = PreviewRun(fire_time.slot, fire_time.local, fire_time.note)
+    if slot_rules is None:
+        return base
+    verdict = rules.decide(slot_rules, fire_time.slot)
+    if verdict.run and verdict.not_before is None:
+        return base
+    decision = "deferred" if verdict.run else "skipped"
+    return dataclasses.replace(
+        base, decision=decision, reason=verdict.reason, not_before=verdict.not_before, rule=verdict.detail
+    )
 
 
 _LIMIT_FIELDS = ("max_triggers", "max_concurrent_runs", "max_concurrent_per_workflow")
