@@ -390,6 +390,15 @@ class OwnerLimits(models.Model):
         return f"limits of {self.owner}"
 
 
+class CalendarQuerySet(models.QuerySet):
+    def visible_to(self, user) -> CalendarQuerySet:
+        """Staff see every calendar; a user sees their own and the shared ones (another's private calendar
+        is a 404, as for triggers)."""
+        if getattr(user, "is_staff", False):
+            return self
+        return self.filter(Q(owner=user) | Q(shared=True))
+
+
 class Calendar(models.Model):
     """A named set of dates a trigger can exclude (holidays, closures). Its owner edits it; shared ones are
     readable by every user (staff see all). Stored as ISO dates on the row: a trigger's fire batch reads
@@ -404,7 +413,8 @@ class Calendar(models.Model):
     name = models.CharField(max_length=200, help_text="A name people recognise, unique per owner.")
     description = models.TextField(blank=True, default="", help_text="What the dates are.")
     shared = models.BooleanField(
-        default=False, help_text="Every user may see it and exclude it from their triggers (read-only)."
+        default=False,
+        help_text="Every user may see it and exclude it from their triggers (read-only); set by staff.",
     )
     dates = models.JSONField(default=list, blank=True, help_text='Excluded dates, ["2026-12-25", …].')
     source = models.CharField(
@@ -422,6 +432,8 @@ class Calendar(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, help_text="When the calendar was made.")
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
 
+    objects = CalendarQuerySet.as_manager()
+
     class Meta:
         ordering = ["name", "id"]
         constraints = [models.UniqueConstraint(fields=["owner", "name"], name="calendar_owner_name")]
@@ -429,6 +441,11 @@ class Calendar(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class TemplateQuerySet(models.QuerySet):
+    def visible_to(self, user) -> TemplateQuerySet:
+        return self if getattr(user, "is_staff", False) else self.filter(owner=user)
 
 
 class TriggerTemplate(models.Model):
@@ -450,6 +467,8 @@ class TriggerTemplate(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True, help_text="When the template was saved.")
     updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
+
+    objects = TemplateQuerySet.as_manager()
 
     class Meta:
         ordering = ["name", "id"]

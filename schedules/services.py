@@ -25,8 +25,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from schedules import rules, selectors, timing, validation
-from schedules.models import OwnerLimits, Trigger, TriggerStatus
+from schedules import calendars, rules, selectors, timing, validation
+from schedules.models import Calendar, CalendarSource, OwnerLimits, Trigger, TriggerStatus, TriggerTemplate
 from toolkit import bulk, clock, metrics
 
 logger = logging.getLogger(__name__)
@@ -490,3 +490,227 @@ def owner_limits_set(*, owner, note: str = "", **limits: Any) -> OwnerLimits:
     row.note = note
     row.save()
     return row
+
+
+# --- Calendars ----------------------------------------------------------------------------------------------
+
+_CALENDAR_TEXT = {"name": 200, "description": 10_000}
+
+
+def _calendar_text(field: str, value: Any) -> str:
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValidationError({field: ["must be text"]})
+    value = value.strip() if field == "name" else value
+    if len(value) > _CALENDAR_TEXT[field]:
+        raise ValidationError({field: [f"must be at most {_CALENDAR_TEXT[field]} characters"]})
+    if field == "name" and not value:
+        raise ValidationError({field: ["must not be empty"]})
+    return value
+
+
+def _calendar_dates(source: dict[str, Any]) -> tuple[str, list[date], dict[str, str]]:
+    """(source, dates, provenance) from exactly one of `dates`, `ics`, `holidays`."""
+    given = [key for key in ("dates", "ics", "holidays") if source.get(key) is not None]
+    if len(given) > 1:
+        raise ValidationError({given[1]: [f"give one of dates, ics or holidays, not {' and '.join(given)}"]})
+    try:
+        if not given or given[0] == "dates":
+            return CalendarSource.MANUAL, calendars.dates_from_list(source.get("dates") or []), {}
+        if given[0] == "ics":
+            return CalendarSource.ICS, calendars.dates_from_ics(source["ics"]), {}
+        spec = source["holidays"]
+        if not isinstance(spec, dict):
+            raise ValidationError({"holidays": ["must be an object like {'country': 'DE', 'years': [2026]}"]})
+        unknown = sorted(set(spec) - {"country", "subdivision", "years"})
+        if unknown:
+            raise ValidationError({unknown[0]: ["is not a key of holidays (country, subdivision, years)"]})
+        now_year = clock.now().year
+        years = spec.get("years", [now_year, now_year + 1])
+        dates = calendars.dates_from_holidays(
+            country=spec.get("country"), subdivision=spec.get("subdivision") or "", years=years
+        )
+        where = {"country": str(spec["country"]).strip().upper()}
+        where["subdivision"] = str(spec.get("subdivision") or "").strip().upper()
+        return CalendarSource.HOLIDAYS, dates, where
+    except calendars.CalendarError as exc:
+        raise ValidationError({exc.field: [exc.message]}) from None
+
+
+def _check_shared(actor: Any, shared: Any) -> bool:
+    if not isinstance(shared, bool):
+        raise ValidationError({"shared": ["must be true or false"]})
+    if shared and not getattr(actor, "is_staff", False):
+        raise ValidationError({"shared": ["only staff may share a calendar with every user"]})
+    return shared
+
+
+def _unique_calendar_name(owner: Any, name: str, *, exclude: int | None = None) -> None:
+    taken = Calendar.objects.filter(owner=owner, name=name)
+    if (taken.exclude(pk=exclude) if exclude is not None else taken).exists():
+        raise ValidationError({"name": [f"you already have a calendar named {name!r}"]})
+
+
+@transaction.atomic
+def calendar_create(
+    *,
+    owner: Any,
+    name: Any,
+    description: Any = "",
+    shared: Any = False,
+    dates: Any = None,
+    ics: Any = None,
+    holidays: Any = None,
+) -> Calendar:
+    """A named set of excluded dates: listed (`dates`), read from an ICS file's text (`ics`) or a country's
+    public holidays (`holidays`: country, optional subdivision, years — default this year and next)."""
+    name = _calendar_text("name", name)
+    calendar = Calendar(
+        owner=owner,
+        name=name,
+        description=_calendar_text("description", description),
+        shared=_check_shared(owner, shared),
+    )
+    source, found, where = _calendar_dates({"dates": dates, "ics": ics, "holidays": holidays})
+    _unique_calendar_name(owner, name)
+    calendar.source, calendar.dates = source, [d.isoformat() for d in found]
+    calendar.country, calendar.subdivision = where.get("country", ""), where.get("subdivision", "")
+    calendar.save(force_insert=True)
+    return calendar
+
+
+@transaction.atomic
+def calendar_update(*, calendar: Calendar, actor: Any, **fields: Any) -> Calendar:
+    """Rename, describe, share (staff) or replace the dates (one of `dates`, `ics`, `holidays`). Triggers
+    that exclude the calendar read its new dates at their next fire."""
+    calendar = Calendar.objects.select_for_update().get(pk=calendar.pk)
+    unknown = sorted(set(fields) - {"name", "description", "shared", "dates", "ics", "holidays"})
+    if unknown:
+        raise ValidationError({unknown[0]: ["is not a field that can be set"]})
+    if "name" in fields:
+        calendar.name = _calendar_text("name", fields["name"])
+        _unique_calendar_name(calendar.owner, calendar.name, exclude=calendar.pk)
+    if "description" in fields:
+        calendar.description = _calendar_text("description", fields["description"])
+    if "shared" in fields:
+        calendar.shared = _check_shared(actor, fields["shared"])
+    if any(fields.get(key) is not None for key in ("dates", "ics", "holidays")):
+        source, found, where = _calendar_dates(fields)
+        calendar.source, calendar.dates = source, [d.isoformat() for d in found]
+        calendar.country, calendar.subdivision = where.get("country", ""), where.get("subdivision", "")
+    calendar.save()
+    return calendar
+
+
+@transaction.atomic
+def calendar_delete(*, calendar: Calendar) -> None:
+    """Refused while a live trigger excludes it: removing a holiday calendar must not quietly make those
+    triggers run on holidays. Deleted triggers let go of it."""
+    calendar = Calendar.objects.select_for_update().get(pk=calendar.pk)
+    users = Trigger.objects.live().filter(excluded_calendar=calendar)
+    count = users.count()
+    if count:
+        raise ValidationError({"calendar": [f"excluded by {count} trigger(s); change them first"]})
+    Trigger.objects.filter(excluded_calendar=calendar).update(excluded_calendar=None)
+    calendar.delete()
+
+
+# --- Templates ----------------------------------------------------------------------------------------------
+
+
+def _definition_of(trigger: Trigger) -> dict[str, Any]:
+    """A trigger's writable fields as JSON (instants in ISO 8601 UTC, the calendar by id): what the API
+    would take to make the same trigger."""
+    definition: dict[str, Any] = {}
+    for field in validation.WRITABLE_FIELDS:
+        if field == "excluded_calendar":
+            definition[field] = trigger.excluded_calendar_id
+            continue
+        value = getattr(trigger, field)
+        definition[field] = clock.iso_z(value) if isinstance(value, datetime) else value
+    return definition
+
+
+def _fields_of(definition: dict[str, Any]) -> dict[str, Any]:
+    """A stored definition back into the values the trigger services take (ISO instants → datetimes)."""
+    fields = dict(definition)
+    for field in validation.DATETIME_FIELDS:
+        if isinstance(fields.get(field), str):
+            try:
+                fields[field] = datetime.fromisoformat(fields[field].replace("Z", "+00:00"))
+            except ValueError:
+                raise ValidationError({field: ["must be an ISO 8601 date-time"]}) from None
+    return fields
+
+
+def _check_definition(definition: Any) -> dict[str, Any]:
+    """Each field of a template on its own (types, ranges, choices, the cron grammar); the whole trigger is
+    checked when one is made from it, with what the user adds (a name, a workflow)."""
+    if not isinstance(definition, dict):
+        raise ValidationError({"definition": ["must be a JSON object of trigger fields"]})
+    validation.check_json_shape("definition", definition)
+    _, errors = validation.clean_fields_partly(_fields_of(definition))
+    expression = definition.get("cron_expression")
+    if not errors and isinstance(expression, str) and expression.strip():
+        try:
+            timing.parse_cron(expression)
+        except timing.TimingError as exc:
+            errors[exc.field] = [exc.message]
+    if errors:
+        raise ValidationError({"definition": [f"{f}: {m}" for f, ms in sorted(errors.items()) for m in ms]})
+    return definition
+
+
+def _unique_template_name(owner: Any, name: str, *, exclude: int | None = None) -> None:
+    taken = TriggerTemplate.objects.filter(owner=owner, name=name)
+    if (taken.exclude(pk=exclude) if exclude is not None else taken).exists():
+        raise ValidationError({"name": [f"you already have a template named {name!r}"]})
+
+
+@transaction.atomic
+def template_save(
+    *, owner: Any, name: Any, description: Any = "", trigger: Trigger | None = None, definition: Any = None
+) -> TriggerTemplate:
+    """Save a trigger's settings (`trigger`) or a definition as a template of `owner`'s."""
+    name = _calendar_text("name", name)
+    if (trigger is None) == (definition is None):
+        raise ValidationError({"definition": ["give either a trigger to copy or a definition"]})
+    stored = _definition_of(trigger) if trigger is not None else _check_definition(definition)
+    _unique_template_name(owner, name)
+    template = TriggerTemplate(
+        owner=owner, name=name, description=_calendar_text("description", description), definition=stored
+    )
+    template.save(force_insert=True)
+    return template
+
+
+@transaction.atomic
+def template_update(*, template: TriggerTemplate, **fields: Any) -> TriggerTemplate:
+    template = TriggerTemplate.objects.select_for_update().get(pk=template.pk)
+    unknown = sorted(set(fields) - {"name", "description", "definition"})
+    if unknown:
+        raise ValidationError({unknown[0]: ["is not a field that can be set"]})
+    if "name" in fields:
+        template.name = _calendar_text("name", fields["name"])
+        _unique_template_name(template.owner, template.name, exclude=template.pk)
+    if "description" in fields:
+        template.description = _calendar_text("description", fields["description"])
+    if "definition" in fields:
+        template.definition = _check_definition(fields["definition"])
+    template.save()
+    return template
+
+
+@transaction.atomic
+def template_delete(*, template: TriggerTemplate) -> None:
+    """Triggers made from it keep their settings: a template is copied, never linked."""
+    template.delete()
+
+
+def trigger_register_from_template(
+    *, owner: Any, template: TriggerTemplate, paused: bool = False, **overrides: Any
+) -> Trigger:
+    """`trigger_register` with the template's fields under `overrides` (what the user changes or adds):
+    validated as a whole, like any new trigger, so a template saved before a rule tightened still gets a
+    400 naming the field rather than a broken trigger."""
+    fields = {**_fields_of(template.definition), **overrides}
+    return trigger_register(owner=owner, paused=paused, **fields)

@@ -284,3 +284,15 @@ class PauseSerializer(serializers.Serializer):
     reason = DomainText(
         required=False, default="", allow_blank=True, max_length=500, help_text="Why it was paused."
     )
+
+
+class TemplateFromTriggerSerializer(serializers.Serializer):
+    """`POST /triggers/{id}/save-as-template/`."""
+
+    name = DomainText(
+        max_length=200,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="The template's name, unique among yours.",
+    )
+    description = DomainText(required=False, allow_blank=True, help_text="What it is for.")

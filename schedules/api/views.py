@@ -39,6 +39,7 @@ from schedules.api.serializers import (
     PresetSerializer,
     PreviewQuerySerializer,
     SchedulePreviewSerializer,
+    TemplateFromTriggerSerializer,
     TriggerSerializer,
     spec_of,
 )
@@ -312,6 +313,28 @@ class TriggerViewSet(viewsets.ModelViewSet):
             trigger=trigger, after=query.validated_data.get("start"), count=query.validated_data["count"]
         )
         return Response(_preview(spec_of(trigger), preview.runs, preview.excluded_days))
+
+    @extend_schema(
+        summary="Save a trigger's settings as a template",
+        request=TemplateFromTriggerSerializer,
+        responses={201: OpenApiTypes.OBJECT},
+        tags=["templates"],
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="save-as-template",
+        filterset_class=None,
+        pagination_class=None,
+    )
+    def save_as_template(self, request: Request, pk: str | None = None) -> Response:
+        from schedules.api.library import TemplateSerializer
+
+        trigger = self.get_object()
+        body = TemplateFromTriggerSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        template = services.template_save(owner=request.user, trigger=trigger, **body.validated_data)
+        return Response(TemplateSerializer(template).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="List a trigger's executions",
