@@ -165,3 +165,43 @@ def test_the_preview_marks_what_the_rules_do(user, frozen_clock) -> None:
     services.trigger_update(trigger=trigger, window_action="skip")
     body = client_for(user).get(f"{TRIGGERS}{trigger.pk}/preview/?count=1").json()
     assert (body["next_runs"][0]["decision"], body["next_runs"][0]["reason"]) == ("skipped", "outside_window")
+
+
+@pytest.mark.parametrize(
+    ("zone", "window", "slot", "deferred_to"),
+    [
+        # Berlin springs forward at 01:00 UTC on 2026-03-29: 02:30 does not exist, the window opens at 03:00.
+        pytest.param(
+            "Europe/Berlin",
+            {"days": "sun", "start": "02:30", "end": "05:00"},
+            datetime(2026, 3, 29, 0, 30, tzinfo=UTC),
+            datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
+            id="berlin-spring-gap",
+        ),
+        # New York falls back at 06:00 UTC on 2026-11-01: a window until 01:30 closed at the first 01:30
+        # (05:30 UTC), so the second 01:00 (06:00 UTC) is outside it: deferred to the next midnight (EST).
+        pytest.param(
+            "America/New_York",
+            {"days": "mon-sun", "start": "00:00", "end": "01:30"},
+            datetime(2026, 11, 1, 6, 0, tzinfo=UTC),
+            datetime(2026, 11, 2, 5, 0, tzinfo=UTC),
+            id="ny-fall-repeat",
+        ),
+    ],
+)
+def test_deferral_across_a_transition_through_the_fire_batch(
+    user, frozen_clock, zone, window, slot, deferred_to
+) -> None:
+    frozen_clock.set(slot - timedelta(seconds=30))
+    trigger = services.trigger_register(
+        owner=user,
+        name="half-hourly",
+        workflow_id="wf",
+        cron_expression="*/30 * * * *",
+        timezone=zone,
+        windows=[window],
+        window_action="defer",
+    )
+    frozen_clock.set(slot)
+    fire(trigger, slot)
+    assert rows(trigger) == [(slot, ExecutionStatus.PENDING, "deferred", deferred_to)]
