@@ -135,6 +135,22 @@ def _occurrences(event: Any, start: date | datetime) -> Sequence[date | datetime
     return result
 
 
+def _dates_of_event(event: Any) -> list[date]:
+    start_prop = event.get("DTSTART")
+    if start_prop is None:
+        return []
+    start = start_prop.dt
+    end_prop = event.get("DTEND")
+    end = end_prop.dt if end_prop is not None else None
+    if end is None and event.get("DURATION") is not None:
+        end = start + event.get("DURATION").dt
+    span = (end - start) if end is not None else None
+    dates: list[date] = []
+    for occurrence in _occurrences(event, start):
+        dates.extend(_event_dates(occurrence, occurrence + span if span is not None else None))
+    return dates
+
+
 def dates_from_ics(text: Any) -> list[date]:
     """Every date an ICS file's events (VEVENT) cover."""
     import icalendar
@@ -150,20 +166,18 @@ def dates_from_ics(text: Any) -> list[date]:
     except (ValueError, KeyError, IndexError, TypeError) as exc:
         raise CalendarError("ics", f"is not an ICS file ({str(exc)[:100]})") from None
     dates: list[date] = []
-    for event in parsed.walk("VEVENT"):
-        start_prop = event.get("DTSTART")
-        if start_prop is None:
-            continue
-        start = start_prop.dt
-        end_prop = event.get("DTEND")
-        end = end_prop.dt if end_prop is not None else None
-        if end is None and event.get("DURATION") is not None:
-            end = start + event.get("DURATION").dt
-        span = (end - start) if end is not None else None
-        for occurrence in _occurrences(event, start):
-            dates.extend(_event_dates(occurrence, occurrence + span if span is not None else None))
-            if len(dates) > MAX_DATES * 4:
-                raise CalendarError("ics", f"at most {MAX_DATES} dates per calendar")
+    for number, event in enumerate(parsed.walk("VEVENT"), 1):
+        try:
+            dates.extend(_dates_of_event(event))
+        except CalendarError:
+            raise
+        except (ValueError, TypeError, AttributeError, KeyError, OverflowError) as exc:
+            summary = str(event.get("SUMMARY", ""))[:60]
+            raise CalendarError(
+                "ics", f"event {number} ({summary!r}) cannot be read ({str(exc)[:100]})"
+            ) from None
+        if len(dates) > MAX_DATES * 4:
+            raise CalendarError("ics", f"at most {MAX_DATES} dates per calendar")
     if not dates:
         raise CalendarError("ics", "has no events with a start date")
     return _finish("ics", dates)

@@ -648,7 +648,13 @@ def _check_definition(definition: Any) -> dict[str, Any]:
     if not isinstance(definition, dict):
         raise ValidationError({"definition": ["must be a JSON object of trigger fields"]})
     validation.check_json_shape("definition", definition)
-    _, errors = validation.clean_fields_partly(_fields_of(definition))
+    try:
+        fields = _fields_of(definition)
+    except ValidationError as exc:
+        raise ValidationError(
+            {"definition": [f"{f}: {m}" for f, ms in exc.message_dict.items() for m in ms]}
+        ) from None
+    _, errors = validation.clean_fields_partly(fields)
     expression = definition.get("cron_expression")
     if not errors and isinstance(expression, str) and expression.strip():
         try:

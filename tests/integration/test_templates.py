@@ -78,6 +78,8 @@ def test_a_template_from_a_definition_is_checked_field_by_field(user, frozen_clo
     assert bad.status_code == 400
     messages = " ".join(bad.json()["definition"])
     assert "priority:" in messages
+    bad_instant = alice.post(TEMPLATES, {"name": "t", "definition": {"run_at": "soon"}}, format="json")
+    assert bad_instant.json() == {"definition": ["run_at: must be an ISO 8601 date-time"]}
     ok = alice.post(
         TEMPLATES,
         {"name": "t", "definition": {"cron_expression": "0 9 * * 1-5", "timezone": "UTC"}},

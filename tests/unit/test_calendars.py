@@ -61,6 +61,12 @@ def test_an_ics_file_excludes_every_date_its_events_cover() -> None:
         pytest.param("hello", "is not an ICS file", id="garbage"),
         pytest.param("BEGIN:VCALENDAR\nVERSION:2.0\nEND:VCALENDAR\n", "has no events", id="no-events"),
         pytest.param(42, "must be the text", id="not-text"),
+        pytest.param(
+            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nSUMMARY:mixed\nDTSTART;VALUE=DATE:20260101\nDTEND:20260102T100000Z\n"
+            "END:VEVENT\nEND:VCALENDAR\n",
+            "event 1 \\('mixed'\\) cannot be read",
+            id="date-start-timed-end",
+        ),
     ],
 )
 def test_a_bad_ics_file_is_refused_naming_the_field(text, message) -> None:
