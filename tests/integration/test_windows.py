@@ -7,12 +7,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.urls import reverse
 
 from executions import tasks
 from executions.models import Execution, ExecutionStatus
 from executions.services import dispatch
 from schedules import services
 from schedules.models import Trigger
+from tests.integration.test_admin import add_form, form_data, page_text
 from tests.integration.test_api_plumbing import (  # noqa: F401 - api_test_defaults is an autouse fixture
     api_test_defaults,
     client_for,
@@ -205,3 +207,32 @@ def test_deferral_across_a_transition_through_the_fire_batch(
     frozen_clock.set(slot)
     fire(trigger, slot)
     assert rows(trigger) == [(slot, ExecutionStatus.PENDING, "deferred", deferred_to)]
+
+
+def test_the_admin_form_takes_windows_and_its_fire_times_say_what_they_do(
+    admin_client, admin_user, user, frozen_clock
+) -> None:
+    frozen_clock.set(datetime(2026, 3, 6, 20, 0, tzinfo=UTC))  # Friday 15:00 in New York
+    url = reverse("admin:schedules_trigger_add")
+    bad = admin_client.post(url, add_form(user, windows='[{"start": "9", "end": "17:00"}]'))
+    assert bad.status_code == 200
+    assert "window 1 start" in str(bad.context["adminform"].form.errors["windows"])
+    assert not Trigger.objects.exists(), "nothing half-saved"
+    made = admin_client.post(
+        url,
+        add_form(
+            user,
+            cron_expression="0 10 * * *",
+            timezone="America/New_York",
+            windows='[{"days": "mon-fri", "start": "09:00", "end": "17:00"}]',
+        ),
+    )
+    assert made.status_code == 302, made.context and made.context["adminform"].form.errors
+    trigger = Trigger.objects.get()
+    assert trigger.windows == [
+        {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00"}
+    ]
+    assert trigger.window_action == "skip"
+    page = admin_client.get(reverse("admin:schedules_trigger_change", args=[trigger.pk]))
+    assert "skipped: outside the execution windows" in page_text(page)
+    assert form_data(page)["window_action"] == "skip"
