@@ -84,7 +84,10 @@ class Execution(models.Model):
         choices=SkipReason.choices,
         blank=True,
         default="",
-        help_text="Why it was skipped; on a waiting run, the limit that holds it back.",
+        help_text=(
+            "Why it was skipped; on a waiting run, the limit that holds it back; on a run a window moved, "
+            "deferred."
+        ),
     )
     attempts = models.PositiveSmallIntegerField(default=0, help_text="Launch attempts made so far.")
     priority = models.CharField(

@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
+from schedules import rules as slot_rules
 from schedules.vocabulary import PRIORITY_VALUES, CatchupPolicy, OverlapPolicy, Priority, priority_value
 from toolkit.enums import Choices
 
@@ -42,6 +43,7 @@ __all__ = [
     "TriggerState",
     "after_the_end",
     "apply_bounds",
+    "apply_rules",
     "backoff_delay",
     "bounds_skip_reason",
     "classify_exception",
@@ -79,6 +81,11 @@ class SkipReason(Choices):
     LIMIT_REACHED = "limit_reached", "max_runs reached"
     STOPPED = "stopped", "The scheduler was stopped by an operator"
     DELETED = "deleted", "Trigger deleted"
+    OUTSIDE_WINDOW = slot_rules.OUTSIDE_WINDOW, "Outside the trigger's execution windows"
+    BLACKOUT = slot_rules.BLACKOUT, "In one of the trigger's blackouts"
+    CALENDAR = slot_rules.CALENDAR, "On a date the trigger's calendar excludes"
+    #: On a run that was not skipped: a window or blackout moved its start to `not_before` (kept once run).
+    DEFERRED = "deferred", "Deferred to the window's opening (or the blackout's end)"
 
 
 def _require_aware(value: datetime, what: str) -> None:
@@ -180,6 +187,7 @@ class SlotPlan:
     reason: SkipReason | None  # set when run is False
     not_before: datetime | None  # for spread: launch no earlier than this; None = now
     catchup: bool  # True when the slot was handled as a missed slot (origin "catchup")
+    deferred: bool = False  # a window or blackout moved `not_before` (see `apply_rules`)
 
     def __post_init__(self) -> None:
         # Invariants checked at construction so a plan that says "skip" without a reason (or "run" with one)
@@ -340,6 +348,31 @@ def apply_bounds(plans: Sequence[SlotPlan], state: TriggerState) -> list[SlotPla
             result.append(plan)
         else:
             result.append(replace(plan, run=False, reason=reason, not_before=None))
+    return result
+
+
+def apply_rules(plans: Sequence[SlotPlan], rules: slot_rules.SlotRules | None) -> list[SlotPlan]:
+    """Apply a trigger's windows, blackouts and excluded dates (`schedules.rules.decide`) to the plans that
+    run: a forbidden slot is skipped with the rule as its reason (`outside_window`, `blackout`,
+    `calendar`), or, when the trigger defers, keeps running with `not_before` moved to the first allowed
+    instant (never earlier than a spread had put it). The slot stays the run's identity either way.
+
+    Called before :func:`apply_bounds`, so a slot a rule skips does not count against ``max_runs``; plans
+    that already skip keep their reason. Returned oldest first."""
+    ordered = sorted(plans, key=lambda p: p.slot)
+    if rules is None or rules.empty:
+        return ordered
+    result: list[SlotPlan] = []
+    for plan in ordered:
+        verdict = slot_rules.decide(rules, plan.slot) if plan.run else None
+        if verdict is None or (verdict.run and verdict.not_before is None):
+            result.append(plan)
+        elif not verdict.run:
+            result.append(replace(plan, run=False, reason=SkipReason(verdict.reason or ""), not_before=None))
+        else:
+            assert verdict.not_before is not None  # noqa: S101 - a deferral always names its instant
+            later = max(verdict.not_before, plan.not_before) if plan.not_before else verdict.not_before
+            result.append(replace(plan, not_before=later, deferred=True))
     return result
 
 

@@ -26,8 +26,8 @@ from simple_history.admin import SimpleHistoryAdmin
 from executions.admin import LatestExecutionsInline, execution_link, run_strip
 from executions.models import UNSUCCESSFUL_STATUSES, Execution, ExecutionStatus
 from schedules import services, timing, validation
-from schedules.forms import BackfillForm, TriggerAdminForm
-from schedules.models import OwnerLimits, Trigger, TriggerStatus
+from schedules.forms import BackfillForm, CalendarAdminForm, TemplateAdminForm, TriggerAdminForm
+from schedules.models import Calendar, OwnerLimits, Trigger, TriggerStatus, TriggerTemplate
 from toolkit.admin import (
     UTC_ZONE,
     EstimatedCountPaginator,
@@ -61,13 +61,17 @@ def schedule_in_words(trigger: Trigger) -> str:
         return f"{trigger.cron_expression or trigger.kind} ({trigger.timezone}) — invalid"
 
 
-def fire_time_rows(fire_times: Iterable[timing.FireTime]) -> list[dict[str, Any]]:
+def fire_time_rows(fire_times: Iterable[timing.FireTime | services.PreviewRun]) -> list[dict[str, Any]]:
     """Rows of a fire-time table, shaped like the preview endpoint's `next_runs` so the server-rendered
-    table and the one the change form's script redraws are the same."""
-    return [
-        {"local": wall(ft.local), "utc": wall(ft.slot.astimezone(UTC_ZONE)), "note": ft.note or ""}
-        for ft in fire_times
-    ]
+    table and the one the change form's script redraws are the same. What a window, blackout or calendar
+    does with a slot is added to its note ("skipped: …", "deferred: …")."""
+    rows = []
+    for ft in fire_times:
+        decision = getattr(ft, "decision", "run")
+        rule = f"{decision}: {getattr(ft, 'rule', '')}" if decision != "run" else ""
+        note = "; ".join(text for text in (ft.note or "", rule) if text)
+        rows.append({"local": wall(ft.local), "utc": wall(ft.slot.astimezone(UTC_ZONE)), "note": note})
+    return rows
 
 
 # --- Trigger admin -----------------------------------------------------------------------------------------
@@ -162,6 +166,7 @@ POLICY_FIELDS = (
 )  # fmt: skip
 LAUNCH_FIELDS = ("max_attempts", "backoff_seconds", "timeout_seconds", "priority")
 HISTORY_FIELDS = ("keep_succeeded", "keep_failed")
+RULE_FIELDS = ("windows", "blackouts", "window_action", "excluded_calendar")
 
 
 @admin.register(Trigger)
@@ -185,7 +190,7 @@ class TriggerAdmin(OperationsMixin, SimpleHistoryAdmin):
     show_full_result_count = False  # a second count(*) of every trigger on each page load
     autocomplete_fields = ("owner",)
     operations = TRIGGER_OPERATIONS
-    actions = ("backfill",)
+    actions = ("backfill", "save_as_templates")
     radio_fields = {"kind": admin.HORIZONTAL}
     inlines = (LatestExecutionsInline,)
     change_form_template = "admin/change_form_with_operations.html"
@@ -202,6 +207,16 @@ class TriggerAdmin(OperationsMixin, SimpleHistoryAdmin):
         (
             "When",
             {"fields": WHEN_FIELDS, "description": "Read in the trigger's time zone; DST follows cronie."},
+        ),
+        (
+            "Windows, blackouts and calendar",
+            {
+                "fields": RULE_FIELDS,
+                "description": (
+                    "In the trigger's zone. A slot outside every window or in a blackout is skipped or "
+                    "deferred; a slot on a date of the calendar is skipped. The fire times above show which."
+                ),
+            },
         ),
         ("Policies", {"fields": POLICY_FIELDS}),
         ("Launch settings", {"fields": LAUNCH_FIELDS}),
@@ -364,6 +379,19 @@ class TriggerAdmin(OperationsMixin, SimpleHistoryAdmin):
             self.message_user(request, text, messages.SUCCESS)
         return None
 
+    @admin.action(description="Save the selected triggers as templates", permissions=["change"])
+    def save_as_templates(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """One template per trigger, owned by the trigger's owner and named after it."""
+        for trigger in queryset:
+            try:
+                template = services.template_save(owner=trigger.owner, trigger=trigger, name=trigger.name)
+            except ValidationError as exc:
+                self.message_user(
+                    request, f"“{trigger}” not saved as a template: {'; '.join(exc.messages)}", messages.ERROR
+                )
+                continue
+            self.message_user(request, f"Saved “{trigger}” as the template “{template}”.", messages.SUCCESS)
+
     def history_form_view(
         self, request: HttpRequest, object_id: str, version_id: str, extra_context: dict | None = None
     ) -> HttpResponse:
@@ -411,3 +439,114 @@ class OwnerLimitsAdmin(admin.ModelAdmin):
             max_concurrent_runs=obj.max_concurrent_runs,
             max_concurrent_per_workflow=obj.max_concurrent_per_workflow,
         )
+
+
+@admin.register(Calendar)
+class CalendarAdmin(admin.ModelAdmin):
+    """Holiday and exclusion calendars; saved through `services.calendar_create` / `calendar_update`."""
+
+    form = CalendarAdminForm
+    list_display = ("name", "owner", "shared", "source", "country", "subdivision", "date_count", "used_by")
+    list_filter = ("shared", "source")
+    search_fields = ("name", "owner__username")
+    autocomplete_fields = ("owner",)
+    fieldsets = (
+        (None, {"fields": ("name", "owner", "description", "shared")}),
+        ("Dates", {"fields": ("dates",)}),
+        (
+            "Import (replaces the dates)",
+            {"fields": ("ics", "country", "subdivision", "years")},
+        ),
+    )
+
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form = super().get_form(request, obj, change=change, **kwargs)
+
+        class WithActor(form):  # type: ignore[valid-type,misc]
+            def __init__(self, *args: Any, **inner: Any) -> None:
+                super().__init__(*args, actor=request.user, **inner)
+
+        return WithActor
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Calendar | None = None) -> tuple[str, ...]:
+        return ("owner",) if obj is not None else ()
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    @admin.display(description="dates")
+    def date_count(self, obj: Calendar) -> int:
+        return len(obj.dates or [])
+
+    @admin.display(description="excluded by")
+    def used_by(self, obj: Calendar) -> str:
+        count = Trigger.objects.live().filter(excluded_calendar=obj).count()
+        return f"{count} trigger{'s' if count != 1 else ''}"
+
+    def save_model(self, request: HttpRequest, obj: Calendar, form: Any, change: bool) -> None:
+        """Nothing to do: the form saved through the services while validating."""
+
+    def delete_model(self, request: HttpRequest, obj: Calendar) -> None:
+        try:
+            services.calendar_delete(calendar=obj)
+        except ValidationError as exc:
+            self.message_user(request, f"“{obj}” was not deleted: {'; '.join(exc.messages)}", messages.ERROR)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for calendar in queryset:
+            self.delete_model(request, calendar)
+
+
+@admin.register(TriggerTemplate)
+class TriggerTemplateAdmin(admin.ModelAdmin):
+    """Users' saved trigger settings; the presets stay the read-only defaults of the trigger form."""
+
+    form = TemplateAdminForm
+    list_display = ("name", "owner", "schedule", "updated_at")
+    search_fields = ("name", "owner__username")
+    autocomplete_fields = ("owner",)
+    actions = ("create_triggers",)
+
+    def get_readonly_fields(
+        self, request: HttpRequest, obj: TriggerTemplate | None = None
+    ) -> tuple[str, ...]:
+        return ("owner",) if obj is not None else ()
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict[str, Any]:
+        return {"owner": request.user.pk, **super().get_changeform_initial_data(request)}
+
+    @admin.display(description="schedule")
+    def schedule(self, obj: TriggerTemplate) -> str:
+        definition = obj.definition or {}
+        return str(definition.get("cron_expression") or definition.get("kind") or "")
+
+    def save_model(self, request: HttpRequest, obj: TriggerTemplate, form: Any, change: bool) -> None:
+        """Nothing to do: the form saved through the services while validating."""
+
+    def delete_model(self, request: HttpRequest, obj: TriggerTemplate) -> None:
+        services.template_delete(template=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for template in queryset:
+            services.template_delete(template=template)
+
+    @admin.action(description="Create a paused trigger from each selected template", permissions=["change"])
+    def create_triggers(self, request: HttpRequest, queryset: QuerySet) -> None:
+        """Paused, so the new trigger is looked over (and resumed) before it runs; owned by the template's
+        owner, named after the template."""
+        for template in queryset:
+            try:
+                trigger = services.trigger_register_from_template(
+                    owner=template.owner, template=template, paused=True, name=template.name
+                )
+            except ValidationError as exc:
+                self.message_user(
+                    request, f"No trigger from “{template}”: {'; '.join(exc.messages)}", messages.ERROR
+                )
+                continue
+            url = reverse("admin:schedules_trigger_change", args=[trigger.pk])
+            self.message_user(
+                request,
+                format_html('Created the paused trigger <a href="{}">{}</a>.', url, trigger),
+                messages.SUCCESS,
+            )

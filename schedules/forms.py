@@ -15,7 +15,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.utils.html import format_html, format_html_join
 
 from schedules import services, timing, validation
-from schedules.models import Trigger, TriggerKind
+from schedules.models import Calendar, Trigger, TriggerKind, TriggerTemplate
 
 if TYPE_CHECKING:
     from django.forms.renderers import BaseRenderer
@@ -64,6 +64,20 @@ def zone_names() -> tuple[str, ...]:
     return ("UTC", *sorted(z for z in zoneinfo.available_timezones() if z != "UTC" and accepted(z)))
 
 
+def add_service_errors(form: forms.BaseForm, exc: ValidationError) -> None:
+    """Put each message under the field it names; one the form does not show goes on top, still naming
+    its field, so nothing the service said is lost."""
+    if not hasattr(exc, "error_dict"):
+        form.add_error(None, exc)
+        return
+    for field, messages in exc.message_dict.items():
+        if field in form.fields:
+            form.add_error(field, messages)
+        else:
+            prefix = "" if field == NON_FIELD_ERRORS else f"{field}: "
+            form.add_error(None, [f"{prefix}{message}" for message in messages])
+
+
 class TriggerAdminForm(forms.ModelForm):
     """Create or change a trigger through `trigger_register` / `trigger_update`.
 
@@ -92,8 +106,15 @@ class TriggerAdminForm(forms.ModelForm):
                 attrs={"class": "vTextField cron-input", "spellcheck": "false", "autocomplete": "off"}
             ),
             "timezone": ZoneInput(attrs={"class": "vTextField"}),
+            "windows": forms.Textarea(attrs={"rows": 2, "class": "vLargeTextField json-input"}),
+            "blackouts": forms.Textarea(attrs={"rows": 2, "class": "vLargeTextField json-input"}),
         }
-        labels = {"input": "Input (JSON)", "metadata": "Metadata (JSON)"}
+        labels = {
+            "input": "Input (JSON)",
+            "metadata": "Metadata (JSON)",
+            "windows": "Windows (JSON)",
+            "blackouts": "Blackouts (JSON)",
+        }
         help_texts = {
             "anchor_at": "Interval kind: slots fall at anchor + k·interval (UTC); empty means when saved.",
             "run_at": "Once kind: the single instant to run (UTC).",
@@ -152,17 +173,7 @@ class TriggerAdminForm(forms.ModelForm):
         return {name: self.cleaned_data[name] for name in names if name in self.cleaned_data}
 
     def _add_service_errors(self, exc: ValidationError) -> None:
-        """Put each message under the field it names; one the form does not show goes on top, still naming
-        its field, so nothing the service said is lost."""
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc)
-            return
-        for field, messages in exc.message_dict.items():
-            if field in self.fields:
-                self.add_error(field, messages)
-            else:
-                prefix = "" if field == NON_FIELD_ERRORS else f"{field}: "
-                self.add_error(None, [f"{prefix}{message}" for message in messages])
+        add_service_errors(self, exc)
 
     def save(self, commit: bool = True) -> Trigger:
         """The services saved the trigger during validation; there is nothing left to write."""
@@ -191,3 +202,108 @@ class BackfillForm(forms.Form):
     dry_run = forms.BooleanField(
         required=False, initial=True, help_text="Only count the slots and those that already have a run."
     )
+
+
+class _ServiceForm(forms.ModelForm):
+    """A model form whose service call is its last validation step (as `TriggerAdminForm`): a refusal lands
+    on the field it names, and `save()` has nothing left to write."""
+
+    def _post_clean(self) -> None:
+        if self.errors:
+            return
+        try:
+            self.instance = self.call_service()
+        except ValidationError as exc:
+            add_service_errors(self, exc)
+
+    def call_service(self) -> Any:  # pragma: no cover - each form says which service
+        raise NotImplementedError
+
+    def save(self, commit: bool = True) -> Any:
+        if self.errors:
+            raise ValueError("The form could not be saved because its data did not validate.")
+        self.save_m2m = lambda: None  # type: ignore[method-assign]
+        return self.instance
+
+
+class CalendarAdminForm(_ServiceForm):
+    """Dates by hand (one per line), from an ICS file, or a country's public holidays; through
+    `calendar_create` / `calendar_update`, so the admin and the API give the same messages."""
+
+    dates = forms.CharField(
+        required=False,
+        label="Dates",
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text="One date per line (YYYY-MM-DD). Leave as is when importing below.",
+    )
+    ics = forms.FileField(required=False, label="ICS file", help_text="Replace the dates with an ICS file's.")
+    country = forms.CharField(
+        required=False, help_text="Replace the dates with this country's public holidays (e.g. DE, US)."
+    )
+    subdivision = forms.CharField(required=False, help_text="Holidays of one state or province (e.g. BY).")
+    years = forms.CharField(
+        required=False, help_text="Holidays of these years, e.g. 2026, 2027 (default: this and next)."
+    )
+
+    class Meta:
+        model = Calendar
+        fields = ("owner", "name", "description", "shared")
+
+    def __init__(self, *args: Any, actor: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.actor = actor
+        if not self.instance._state.adding:
+            self.initial["dates"] = "\n".join(self.instance.dates or [])
+            self.initial["country"] = self.instance.country
+            self.initial["subdivision"] = self.instance.subdivision
+
+    def _source(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        if data.get("ics"):
+            return {"ics": data["ics"].read()}
+        if data.get("country") and (
+            "country" in self.changed_data
+            or "years" in self.changed_data
+            or "subdivision" in self.changed_data
+        ):
+            text = (data.get("years") or "").replace(",", " ").split()
+            try:
+                years = [int(y) for y in text] or None
+            except ValueError:
+                raise ValidationError({"years": ["years must be numbers, e.g. 2026, 2027"]}) from None
+            spec: dict[str, Any] = {"country": data["country"], "subdivision": data.get("subdivision") or ""}
+            return {"holidays": {**spec, **({"years": years} if years else {})}}
+        if self.instance._state.adding or "dates" in self.changed_data:
+            return {
+                "dates": [line.strip() for line in (data.get("dates") or "").splitlines() if line.strip()]
+            }
+        return {}
+
+    def call_service(self) -> Any:
+        data = self.cleaned_data
+        fields = {"name": data.get("name") or "", "description": data.get("description") or ""}
+        fields["shared"] = bool(data.get("shared"))
+        if self.instance._state.adding:
+            return services.calendar_create(owner=data["owner"], **fields, **self._source())
+        return services.calendar_update(calendar=self.instance, actor=self.actor, **fields, **self._source())
+
+
+class TemplateAdminForm(_ServiceForm):
+    class Meta:
+        model = TriggerTemplate
+        fields = ("owner", "name", "description", "definition")
+        widgets = {"definition": forms.Textarea(attrs={"rows": 12, "class": "vLargeTextField json-input"})}
+
+    def call_service(self) -> Any:
+        data = self.cleaned_data
+        fields = {"name": data.get("name") or "", "description": data.get("description") or ""}
+        if self.instance._state.adding:
+            return services.template_save(
+                owner=data["owner"],
+                name=fields["name"],
+                description=fields["description"],
+                definition=data.get("definition") or {},
+            )
+        return services.template_update(
+            template=self.instance, definition=data.get("definition") or {}, **fields
+        )

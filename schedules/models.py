@@ -11,10 +11,19 @@ from django.db.models import Q
 from simple_history.models import HistoricalRecords
 
 from schedules.querysets import TriggerQuerySet
-from schedules.vocabulary import CatchupPolicy, OverlapPolicy, Priority, TriggerKind, TriggerStatus
+from schedules.vocabulary import (
+    CalendarSource,
+    CatchupPolicy,
+    OverlapPolicy,
+    Priority,
+    TriggerKind,
+    TriggerStatus,
+    WindowAction,
+)
 
 __all__ = [
-    "CatchupPolicy", "OverlapPolicy", "OwnerLimits", "Priority", "Trigger", "TriggerKind", "TriggerStatus",
+    "Calendar", "CalendarSource", "CatchupPolicy", "OverlapPolicy", "OwnerLimits", "Priority", "Trigger",
+    "TriggerKind", "TriggerStatus", "TriggerTemplate", "WindowAction",
 ]  # fmt: skip
 
 
@@ -159,6 +168,35 @@ class Trigger(models.Model):
             "Pause the trigger when this many runs in a row have failed or timed out (the reason becomes "
             "its pause note); empty never pauses it."
         ),
+    )
+
+    # Execution windows, blackouts and a calendar of excluded dates (`schedules.rules`, in the trigger's zone)
+    windows = models.JSONField(
+        default=list,
+        blank=True,
+        help_text=(
+            'Local spans a slot may run in, e.g. [{"days": "mon-fri", "start": "09:00", "end": "17:00"}]; '
+            "empty = any time."
+        ),
+    )
+    blackouts = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='No run between two instants, e.g. [{"start": "…Z", "end": "…Z", "note": "db upgrade"}].',
+    )
+    window_action = models.CharField(
+        max_length=8,
+        choices=WindowAction.choices,
+        default=WindowAction.SKIP,
+        help_text="A slot outside the windows or in a blackout: skipped, or deferred to the opening.",
+    )
+    excluded_calendar = models.ForeignKey(
+        "schedules.Calendar",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="triggers",
+        help_text="A slot on one of this calendar's dates (in the trigger's zone) is skipped.",
     )
 
     # History limits, beside the operator's age retention (SCHEDULER_EXECUTION_RETENTION)
@@ -350,3 +388,91 @@ class OwnerLimits(models.Model):
 
     def __str__(self) -> str:
         return f"limits of {self.owner}"
+
+
+class CalendarQuerySet(models.QuerySet):
+    def visible_to(self, user) -> CalendarQuerySet:
+        """Staff see every calendar; a user sees their own and the shared ones (another's private calendar
+        is a 404, as for triggers)."""
+        if getattr(user, "is_staff", False):
+            return self
+        return self.filter(Q(owner=user) | Q(shared=True))
+
+
+class Calendar(models.Model):
+    """A named set of dates a trigger can exclude (holidays, closures). Its owner edits it; shared ones are
+    readable by every user (staff see all). Stored as ISO dates on the row: a trigger's fire batch reads
+    the calendars of its triggers in one query."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="scheduler_calendars",
+        help_text="Who owns the calendar; only they (and staff) change it.",
+    )
+    name = models.CharField(max_length=200, help_text="A name people recognise, unique per owner.")
+    description = models.TextField(blank=True, default="", help_text="What the dates are.")
+    shared = models.BooleanField(
+        default=False,
+        help_text="Every user may see it and exclude it from their triggers (read-only); set by staff.",
+    )
+    dates = models.JSONField(default=list, blank=True, help_text='Excluded dates, ["2026-12-25", …].')
+    source = models.CharField(
+        max_length=16,
+        choices=CalendarSource.choices,
+        default=CalendarSource.MANUAL,
+        help_text="Where the dates came from.",
+    )
+    country = models.CharField(
+        max_length=8, blank=True, default="", help_text="Holidays source: ISO country code (e.g. DE)."
+    )
+    subdivision = models.CharField(
+        max_length=16, blank=True, default="", help_text="Holidays source: state or province (e.g. BY)."
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the calendar was made.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
+
+    objects = CalendarQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="calendar_owner_name")]
+        indexes = [models.Index(fields=["shared", "name"], name="calendar_shared_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TemplateQuerySet(models.QuerySet):
+    def visible_to(self, user) -> TemplateQuerySet:
+        return self if getattr(user, "is_staff", False) else self.filter(owner=user)
+
+
+class TriggerTemplate(models.Model):
+    """A user's saved trigger settings to create triggers from (the presets stay the read-only defaults).
+    `definition` holds the writable fields of a trigger, as the API takes them."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="trigger_templates",
+        help_text="Who owns the template; only they (and staff) see it.",
+    )
+    name = models.CharField(max_length=200, help_text="A name people recognise, unique per owner.")
+    description = models.TextField(blank=True, default="", help_text="What triggers made from it are for.")
+    definition = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The trigger's fields (as the API takes them) a new trigger starts from.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True, help_text="When the template was saved.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
+
+    objects = TemplateQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["name", "id"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="template_owner_name")]
+
+    def __str__(self) -> str:
+        return self.name

@@ -15,17 +15,18 @@ by `trigger_record_action`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from schedules import selectors, timing, validation
-from schedules.models import OwnerLimits, Trigger, TriggerStatus
+from schedules import calendars, rules, selectors, timing, validation
+from schedules.models import Calendar, CalendarSource, OwnerLimits, Trigger, TriggerStatus, TriggerTemplate
 from toolkit import bulk, clock, events, metrics
 from toolkit.events import Event, EventKind
 
@@ -87,6 +88,7 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
     values = {f: getattr(trigger, f) for f in validation.WRITABLE_FIELDS}
     validation.normalise_schedule(values, now=now)
     validation.add_schedule_errors(errors, values, now=now, check_schedule=True, check_jitter=True)
+    _add_calendar_errors(errors, owner, cleaned.get("excluded_calendar"))
     if errors:
         raise ValidationError(errors)
     _check_owner_cap(owner)
@@ -101,6 +103,13 @@ def trigger_register(*, owner, id: uuid.UUID | None = None, paused: bool = False
     trigger.save(force_insert=True)
     _sync_after_commit(trigger.pk)
     return trigger
+
+
+def _add_calendar_errors(errors: dict[str, list[str]], owner: Any, calendar: Any) -> None:
+    try:
+        validation.calendar_usable_by(owner, calendar)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
 
 
 def _check_owner_cap(owner) -> None:
@@ -133,6 +142,8 @@ def _apply_fields(trigger: Trigger, fields: dict[str, Any], *, now: datetime, ch
         check_schedule=check_all or schedule_changed,
         check_jitter=check_all or schedule_changed or jitter_changed,
     )
+    if "excluded_calendar" in cleaned and cleaned["excluded_calendar"] != trigger.excluded_calendar:
+        _add_calendar_errors(errors, trigger.owner, cleaned["excluded_calendar"])
     if errors:
         raise ValidationError(errors)
     for field, value in values.items():
@@ -403,10 +414,40 @@ def trigger_record_end(
     return trigger
 
 
+@dataclasses.dataclass(frozen=True)
+class PreviewRun:
+    """A previewed slot (`timing.FireTime`'s slot, local and DST note) with what the trigger's windows,
+    blackouts and calendar would do with it (`schedules.rules.decide`, the fire path's own rule): `run`,
+    `deferred` (to `not_before`) or `skipped` (with `reason`, a skip reason the run would record)."""
+
+    slot: datetime
+    local: datetime
+    note: str | None
+    decision: str = "run"
+    reason: str | None = None
+    not_before: datetime | None = None
+    rule: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Preview:
+    runs: list[PreviewRun]
+    #: The dates the trigger's calendar excludes from the preview's start to its last slot (local dates).
+    excluded_days: list[date]
+
+
 def trigger_preview(
     *, trigger: Trigger | None = None, after: datetime | None = None, count: int = 10, **fields: Any
-) -> list[timing.FireTime]:
-    """Next fire times of a saved trigger, or of unsaved fields (the form a user is typing into)."""
+) -> list[PreviewRun]:
+    """Next fire times of a saved trigger, or of unsaved fields (the form a user is typing into); a saved
+    trigger's windows, blackouts and calendar mark each one run, deferred or skipped."""
+    return trigger_preview_full(trigger=trigger, after=after, count=count, **fields).runs
+
+
+def trigger_preview_full(
+    *, trigger: Trigger | None = None, after: datetime | None = None, count: int = 10, **fields: Any
+) -> Preview:
+    """`trigger_preview`, with the excluded days of the previewed range."""
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 100:
         raise ValidationError({"count": ["must be an integer between 1 and 100"]})
     now = clock.now()
@@ -420,7 +461,30 @@ def trigger_preview(
         validation.normalise_schedule(values, now=now)
         validation.validate_schedule(values, now=now, check_schedule=True, check_jitter=False)
         runs = 0
-    return timing.next_fire_times(validation.spec_from(values), after, count, runs_so_far=runs)
+    fire_times = timing.next_fire_times(validation.spec_from(values), after, count, runs_so_far=runs)
+    slot_rules = None
+    if trigger is not None:
+        slot_rules = selectors.slot_rules_of(trigger, selectors.calendars_of([trigger.excluded_calendar_id]))
+    previewed = [_preview_run(ft, slot_rules) for ft in fire_times]
+    excluded: list[date] = []
+    if slot_rules is not None and slot_rules.excluded_dates:
+        first = after.astimezone(slot_rules.zone).date()
+        last = fire_times[-1].local.date() if fire_times else first + timedelta(days=31)
+        excluded = rules.excluded_between(slot_rules.excluded_dates, first, max(first, last))
+    return Preview(previewed, excluded)
+
+
+def _preview_run(fire_time: timing.FireTime, slot_rules: rules.SlotRules | None) -> PreviewRun:
+    base = PreviewRun(fire_time.slot, fire_time.local, fire_time.note)
+    if slot_rules is None:
+        return base
+    verdict = rules.decide(slot_rules, fire_time.slot)
+    if verdict.run and verdict.not_before is None:
+        return base
+    decision = "deferred" if verdict.run else "skipped"
+    return dataclasses.replace(
+        base, decision=decision, reason=verdict.reason, not_before=verdict.not_before, rule=verdict.detail
+    )
 
 
 _LIMIT_FIELDS = ("max_triggers", "max_concurrent_runs", "max_concurrent_per_workflow")
@@ -447,3 +511,233 @@ def owner_limits_set(*, owner, note: str = "", **limits: Any) -> OwnerLimits:
     row.note = note
     row.save()
     return row
+
+
+# --- Calendars ----------------------------------------------------------------------------------------------
+
+_CALENDAR_TEXT = {"name": 200, "description": 10_000}
+
+
+def _calendar_text(field: str, value: Any) -> str:
+    if not isinstance(value, str) or "\x00" in value:
+        raise ValidationError({field: ["must be text"]})
+    value = value.strip() if field == "name" else value
+    if len(value) > _CALENDAR_TEXT[field]:
+        raise ValidationError({field: [f"must be at most {_CALENDAR_TEXT[field]} characters"]})
+    if field == "name" and not value:
+        raise ValidationError({field: ["must not be empty"]})
+    return value
+
+
+def _calendar_dates(source: dict[str, Any]) -> tuple[str, list[date], dict[str, str]]:
+    """(source, dates, provenance) from exactly one of `dates`, `ics`, `holidays`."""
+    given = [key for key in ("dates", "ics", "holidays") if source.get(key) is not None]
+    if len(given) > 1:
+        raise ValidationError({given[1]: [f"give one of dates, ics or holidays, not {' and '.join(given)}"]})
+    try:
+        if not given or given[0] == "dates":
+            return CalendarSource.MANUAL, calendars.dates_from_list(source.get("dates") or []), {}
+        if given[0] == "ics":
+            return CalendarSource.ICS, calendars.dates_from_ics(source["ics"]), {}
+        spec = source["holidays"]
+        if not isinstance(spec, dict):
+            raise ValidationError({"holidays": ["must be an object like {'country': 'DE', 'years': [2026]}"]})
+        unknown = sorted(set(spec) - {"country", "subdivision", "years"})
+        if unknown:
+            raise ValidationError({unknown[0]: ["is not a key of holidays (country, subdivision, years)"]})
+        now_year = clock.now().year
+        years = spec.get("years", [now_year, now_year + 1])
+        dates = calendars.dates_from_holidays(
+            country=spec.get("country"), subdivision=spec.get("subdivision") or "", years=years
+        )
+        where = {"country": str(spec["country"]).strip().upper()}
+        where["subdivision"] = str(spec.get("subdivision") or "").strip().upper()
+        return CalendarSource.HOLIDAYS, dates, where
+    except calendars.CalendarError as exc:
+        raise ValidationError({exc.field: [exc.message]}) from None
+
+
+def _check_shared(actor: Any, shared: Any) -> bool:
+    if not isinstance(shared, bool):
+        raise ValidationError({"shared": ["must be true or false"]})
+    if shared and not getattr(actor, "is_staff", False):
+        raise ValidationError({"shared": ["only staff may share a calendar with every user"]})
+    return shared
+
+
+def _unique_calendar_name(owner: Any, name: str, *, exclude: int | None = None) -> None:
+    taken = Calendar.objects.filter(owner=owner, name=name)
+    if (taken.exclude(pk=exclude) if exclude is not None else taken).exists():
+        raise ValidationError({"name": [f"you already have a calendar named {name!r}"]})
+
+
+@transaction.atomic
+def calendar_create(
+    *,
+    owner: Any,
+    name: Any,
+    description: Any = "",
+    shared: Any = False,
+    dates: Any = None,
+    ics: Any = None,
+    holidays: Any = None,
+) -> Calendar:
+    """A named set of excluded dates: listed (`dates`), read from an ICS file's text (`ics`) or a country's
+    public holidays (`holidays`: country, optional subdivision, years — default this year and next)."""
+    name = _calendar_text("name", name)
+    calendar = Calendar(
+        owner=owner,
+        name=name,
+        description=_calendar_text("description", description),
+        shared=_check_shared(owner, shared),
+    )
+    source, found, where = _calendar_dates({"dates": dates, "ics": ics, "holidays": holidays})
+    _unique_calendar_name(owner, name)
+    calendar.source, calendar.dates = source, [d.isoformat() for d in found]
+    calendar.country, calendar.subdivision = where.get("country", ""), where.get("subdivision", "")
+    calendar.save(force_insert=True)
+    return calendar
+
+
+@transaction.atomic
+def calendar_update(*, calendar: Calendar, actor: Any, **fields: Any) -> Calendar:
+    """Rename, describe, share (staff) or replace the dates (one of `dates`, `ics`, `holidays`). Triggers
+    that exclude the calendar read its new dates at their next fire."""
+    calendar = Calendar.objects.select_for_update().get(pk=calendar.pk)
+    unknown = sorted(set(fields) - {"name", "description", "shared", "dates", "ics", "holidays"})
+    if unknown:
+        raise ValidationError({unknown[0]: ["is not a field that can be set"]})
+    if "name" in fields:
+        calendar.name = _calendar_text("name", fields["name"])
+        _unique_calendar_name(calendar.owner, calendar.name, exclude=calendar.pk)
+    if "description" in fields:
+        calendar.description = _calendar_text("description", fields["description"])
+    if "shared" in fields:
+        calendar.shared = _check_shared(actor, fields["shared"])
+    if any(fields.get(key) is not None for key in ("dates", "ics", "holidays")):
+        source, found, where = _calendar_dates(fields)
+        calendar.source, calendar.dates = source, [d.isoformat() for d in found]
+        calendar.country, calendar.subdivision = where.get("country", ""), where.get("subdivision", "")
+    calendar.save()
+    return calendar
+
+
+@transaction.atomic
+def calendar_delete(*, calendar: Calendar) -> None:
+    """Refused while a live trigger excludes it: removing a holiday calendar must not quietly make those
+    triggers run on holidays. Deleted triggers let go of it."""
+    calendar = Calendar.objects.select_for_update().get(pk=calendar.pk)
+    users = Trigger.objects.live().filter(excluded_calendar=calendar)
+    count = users.count()
+    if count:
+        raise ValidationError({"calendar": [f"excluded by {count} trigger(s); change them first"]})
+    Trigger.objects.filter(excluded_calendar=calendar).update(excluded_calendar=None)
+    calendar.delete()
+
+
+# --- Templates ----------------------------------------------------------------------------------------------
+
+
+def _definition_of(trigger: Trigger) -> dict[str, Any]:
+    """A trigger's writable fields as JSON (instants in ISO 8601 UTC, the calendar by id): what the API
+    would take to make the same trigger."""
+    definition: dict[str, Any] = {}
+    for field in validation.WRITABLE_FIELDS:
+        if field == "excluded_calendar":
+            definition[field] = trigger.excluded_calendar_id
+            continue
+        value = getattr(trigger, field)
+        definition[field] = clock.iso_z(value) if isinstance(value, datetime) else value
+    return definition
+
+
+def _fields_of(definition: dict[str, Any]) -> dict[str, Any]:
+    """A stored definition back into the values the trigger services take (ISO instants → datetimes)."""
+    fields = dict(definition)
+    for field in validation.DATETIME_FIELDS:
+        if isinstance(fields.get(field), str):
+            try:
+                fields[field] = datetime.fromisoformat(fields[field].replace("Z", "+00:00"))
+            except ValueError:
+                raise ValidationError({field: ["must be an ISO 8601 date-time"]}) from None
+    return fields
+
+
+def _check_definition(definition: Any) -> dict[str, Any]:
+    """Each field of a template on its own (types, ranges, choices, the cron grammar); the whole trigger is
+    checked when one is made from it, with what the user adds (a name, a workflow)."""
+    if not isinstance(definition, dict):
+        raise ValidationError({"definition": ["must be a JSON object of trigger fields"]})
+    validation.check_json_shape("definition", definition)
+    try:
+        fields = _fields_of(definition)
+    except ValidationError as exc:
+        raise ValidationError(
+            {"definition": [f"{f}: {m}" for f, ms in exc.message_dict.items() for m in ms]}
+        ) from None
+    _, errors = validation.clean_fields_partly(fields)
+    expression = definition.get("cron_expression")
+    if not errors and isinstance(expression, str) and expression.strip():
+        try:
+            timing.parse_cron(expression)
+        except timing.TimingError as exc:
+            errors[exc.field] = [exc.message]
+    if errors:
+        raise ValidationError({"definition": [f"{f}: {m}" for f, ms in sorted(errors.items()) for m in ms]})
+    return definition
+
+
+def _unique_template_name(owner: Any, name: str, *, exclude: int | None = None) -> None:
+    taken = TriggerTemplate.objects.filter(owner=owner, name=name)
+    if (taken.exclude(pk=exclude) if exclude is not None else taken).exists():
+        raise ValidationError({"name": [f"you already have a template named {name!r}"]})
+
+
+@transaction.atomic
+def template_save(
+    *, owner: Any, name: Any, description: Any = "", trigger: Trigger | None = None, definition: Any = None
+) -> TriggerTemplate:
+    """Save a trigger's settings (`trigger`) or a definition as a template of `owner`'s."""
+    name = _calendar_text("name", name)
+    if (trigger is None) == (definition is None):
+        raise ValidationError({"definition": ["give either a trigger to copy or a definition"]})
+    stored = _definition_of(trigger) if trigger is not None else _check_definition(definition)
+    _unique_template_name(owner, name)
+    template = TriggerTemplate(
+        owner=owner, name=name, description=_calendar_text("description", description), definition=stored
+    )
+    template.save(force_insert=True)
+    return template
+
+
+@transaction.atomic
+def template_update(*, template: TriggerTemplate, **fields: Any) -> TriggerTemplate:
+    template = TriggerTemplate.objects.select_for_update().get(pk=template.pk)
+    unknown = sorted(set(fields) - {"name", "description", "definition"})
+    if unknown:
+        raise ValidationError({unknown[0]: ["is not a field that can be set"]})
+    if "name" in fields:
+        template.name = _calendar_text("name", fields["name"])
+        _unique_template_name(template.owner, template.name, exclude=template.pk)
+    if "description" in fields:
+        template.description = _calendar_text("description", fields["description"])
+    if "definition" in fields:
+        template.definition = _check_definition(fields["definition"])
+    template.save()
+    return template
+
+
+@transaction.atomic
+def template_delete(*, template: TriggerTemplate) -> None:
+    """Triggers made from it keep their settings: a template is copied, never linked."""
+    template.delete()
+
+
+def trigger_register_from_template(
+    *, owner: Any, template: TriggerTemplate, paused: bool = False, **overrides: Any
+) -> Trigger:
+    """`trigger_register` with the template's fields under `overrides` (what the user changes or adds):
+    validated as a whole, like any new trigger, so a template saved before a rule tightened still gets a
+    400 naming the field rather than a broken trigger."""
+    fields = {**_fields_of(template.definition), **overrides}
+    return trigger_register(owner=owner, paused=paused, **fields)

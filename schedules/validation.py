@@ -12,8 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from schedules import timing
-from schedules.models import CatchupPolicy, OverlapPolicy, Priority, TriggerKind
+from schedules import rules, timing
+from schedules.models import Calendar, CatchupPolicy, OverlapPolicy, Priority, TriggerKind, WindowAction
 from toolkit import jsonshape
 
 #: Fields a user may set. The rest of a trigger (owner, status, counters, next run) belongs to services.
@@ -22,7 +22,7 @@ WRITABLE_FIELDS = (
     "interval_seconds", "anchor_at", "run_at", "timezone", "start_at", "end_at", "max_runs", "jitter_seconds",
     "overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds", "max_attempts",
     "backoff_seconds", "timeout_seconds", "priority", "max_concurrent", "auto_pause_after_failures",
-    "keep_succeeded", "keep_failed",
+    "keep_succeeded", "keep_failed", "windows", "blackouts", "window_action", "excluded_calendar",
 )  # fmt: skip
 
 #: Changing any of these changes which slots exist, so catch-up must not replay the old schedule's slots.
@@ -59,6 +59,7 @@ CHOICES = {
     "overlap_policy": OverlapPolicy,
     "catchup_policy": CatchupPolicy,
     "priority": Priority,
+    "window_action": WindowAction,
 }
 JSON_LIMIT_BYTES = 64 * 1024
 
@@ -129,6 +130,38 @@ def _check_choice(field: str, value: Any) -> str:
     return value
 
 
+def _check_rules(field: str, value: Any) -> list[dict[str, Any]]:
+    """Windows or blackouts, read by `schedules.rules` and stored in its normal form (day names, HH:MM,
+    UTC instants), so every reader of the row meets one spelling."""
+    check_json_shape(field, value)
+    parse = rules.parse_windows if field == "windows" else rules.parse_blackouts
+    try:
+        return [item.as_json() for item in parse(value)]
+    except rules.RuleError as exc:
+        raise ValidationError({field: [exc.message]}) from None
+
+
+def _check_calendar(field: str, value: Any) -> Calendar | None:
+    """A calendar by id (or the row itself). Whether the trigger's owner may use it is the service's check
+    (`calendar_usable_by`): here only that it exists."""
+    if value is None or isinstance(value, Calendar):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationError({field: ["must be a calendar id (an integer) or null"]})
+    found = Calendar.objects.filter(pk=value).first() if 0 < value < 2**63 else None
+    if found is None:
+        raise ValidationError({field: [f"no calendar with id {value}"]})
+    return found
+
+
+def calendar_usable_by(owner: Any, calendar: Calendar | None) -> None:
+    """A trigger may exclude its owner's calendars and shared ones (staff: any). Another user's private
+    calendar gets the message an unknown id gets, so ids reveal nothing."""
+    if calendar is None or calendar.shared or calendar.owner_id == owner.pk or owner.is_staff:
+        return
+    raise ValidationError({"excluded_calendar": [f"no calendar with id {calendar.pk}"]})
+
+
 def clean_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     """Type, range and syntax checks of each given field on its own; every problem at once."""
     cleaned, errors = clean_fields_partly(data)
@@ -158,6 +191,10 @@ def clean_fields_partly(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[s
                 cleaned[field] = _check_datetime(field, value)
             elif field in CHOICES:
                 cleaned[field] = _check_choice(field, value)
+            elif field in ("windows", "blackouts"):
+                cleaned[field] = _check_rules(field, value)
+            elif field == "excluded_calendar":
+                cleaned[field] = _check_calendar(field, value)
             elif field == "timezone":
                 if not isinstance(value, str):
                     raise ValidationError({field: ["must be a string"]})

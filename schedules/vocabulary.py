@@ -75,3 +75,18 @@ def priority_value(name: str) -> int:
         return PRIORITY_VALUES[Priority(name.strip().lower())]
     except ValueError:
         return _DEFAULT_PRIORITY
+
+
+class WindowAction(Choices):
+    """What a trigger does with a slot outside its execution windows or inside a blackout."""
+
+    SKIP = "skip", "Skip — record the slot skipped, with the rule as its reason"
+    DEFER = "defer", "Defer — run it when the window opens (or the blackout ends)"
+
+
+class CalendarSource(Choices):
+    """Where a calendar's dates came from."""
+
+    MANUAL = "manual", "Listed by hand"
+    ICS = "ics", "Imported from an ICS file"
+    HOLIDAYS = "holidays", "A country's public holidays (the holidays package)"

@@ -229,6 +229,8 @@ class _Book:
     after_end: int = 0
     #: The fleet-wide stop was on when the batch began: slots that would run are recorded skipped.
     stopped: bool = False
+    #: The dates of the calendars the batch's triggers exclude (one grouped read, none when no calendar).
+    calendars: dict[int, schedule_selectors.CalendarDates] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def load(cls, triggers: dict[uuid.UUID, Trigger], fires: Sequence[Fire]) -> _Book:
@@ -250,6 +252,7 @@ class _Book:
                 }
             ),
             stopped=selectors.firing_stopped(),
+            calendars=schedule_selectors.calendars_of(t.excluded_calendar_id for t in triggers.values()),
         )
 
     def note_after_end(self, trigger: Trigger, slots: Sequence[datetime]) -> None:
@@ -333,6 +336,8 @@ def _decide_fire(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime) ->
         grace_seconds=trigger.misfire_grace_seconds,
         max_slots=settings.SCHEDULER_MAX_CATCHUP_SLOTS,
     )
+    # Windows, blackouts, excluded dates (schedules.rules): before the bounds, so a skip never counts.
+    plans = policies.apply_rules(plans, schedule_selectors.slot_rules_of(trigger, book.calendars))
     state = _state(trigger, stopped=book.stopped)
     plans, after_end = policies.after_the_end(policies.apply_bounds(plans, state), state)
     book.note_after_end(trigger, [plan.slot for plan in after_end])
@@ -382,6 +387,7 @@ def _decide_plan(
         slot=plan.slot,
         fire_at=_fire_at(trigger, plan.slot),
         not_before=plan.not_before,
+        skip_reason=SkipReason.DEFERRED if plan.deferred else "",
         origin=ExecutionOrigin.CATCHUP if plan.catchup else origin,
         priority=trigger.priority,
         input=trigger.input,

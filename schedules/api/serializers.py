@@ -94,6 +94,30 @@ def spec_of(trigger: Trigger) -> timing.ScheduleSpec:
     return validation.spec_of(trigger)
 
 
+@extend_schema_field({"type": "array", "items": {"type": "object", "additionalProperties": True}})
+class RuleListField(serializers.JSONField):
+    """Windows or blackouts: any JSON on input (`schedules.rules` reads them and names what is wrong)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        name = self.field_name or "value"
+        try:
+            validation.check_json_shape(name, data)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.message_dict[name]) from None
+        return data
+
+
+@extend_schema_field({"type": "integer", "nullable": True})
+class CalendarIdField(serializers.Field):
+    """A calendar id; the domain says whether it exists and may be used (`validation.calendar_usable_by`)."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        return data
+
+    def to_representation(self, value: Any) -> Any:
+        return value
+
+
 # --- Triggers ---------------------------------------------------------------------------------------------
 
 
@@ -133,6 +157,12 @@ class TriggerSerializer(InstantModelSerializer):
     auto_pause_after_failures = _integer("auto_pause_after_failures", allow_null=True)
     keep_succeeded = _integer("keep_succeeded", allow_null=True)
     keep_failed = _integer("keep_failed", allow_null=True)
+    windows = RuleListField(required=False, help_text=_help("windows"))
+    blackouts = RuleListField(required=False, help_text=_help("blackouts"))
+    window_action = _choice("window_action")
+    excluded_calendar = CalendarIdField(
+        source="excluded_calendar_id", required=False, allow_null=True, help_text=_help("excluded_calendar")
+    )
     delay_ms = serializers.IntegerField(
         write_only=True,
         required=False,
@@ -158,7 +188,8 @@ class TriggerSerializer(InstantModelSerializer):
             "end_at", "max_runs", "jitter_seconds", "delay_ms",
             "overlap_policy", "catchup_policy", "catchup_window_seconds", "misfire_grace_seconds",
             "max_attempts", "backoff_seconds", "timeout_seconds", "priority", "max_concurrent",
-            "auto_pause_after_failures", "keep_succeeded", "keep_failed", "paused",
+            "auto_pause_after_failures", "keep_succeeded", "keep_failed", "windows", "blackouts",
+            "window_action", "excluded_calendar", "paused",
             "owner", "status", "paused_at", "paused_reason", "resumed_at", "schedule_description",
             "next_run_at", "last_slot", "last_run_at", "last_status", "last_error",
             "run_count", "failure_count", "consecutive_failures", "created_at", "updated_at",
@@ -174,7 +205,10 @@ class TriggerSerializer(InstantModelSerializer):
             unknown = sorted(str(key) for key in data if key not in self.fields)
             if unknown:
                 raise serializers.ValidationError({unknown[0]: ["is not a field that can be set"]})
-        return super().to_internal_value(data)
+        values = super().to_internal_value(data)
+        if "excluded_calendar_id" in values:  # read as the id (no query per listed trigger), set by it
+            values["excluded_calendar"] = values.pop("excluded_calendar_id")
+        return values
 
     def get_schedule_description(self, trigger: Trigger) -> str:
         try:
@@ -192,6 +226,16 @@ class FireTimeSerializer(serializers.Serializer):
     note = serializers.CharField(
         allow_null=True, help_text="Daylight-saving note (a skipped or repeated hour), or null."
     )
+    decision = serializers.ChoiceField(
+        choices=["run", "deferred", "skipped"],
+        help_text="What the trigger's windows, blackouts and calendar do with the slot.",
+    )
+    reason = serializers.CharField(
+        allow_null=True,
+        help_text="The skip reason the run would record (outside_window, blackout, calendar).",
+    )
+    not_before = InstantField(allow_null=True, help_text="A deferred slot starts at this instant, or null.")
+    rule = serializers.CharField(help_text="Which rule decided, in words; empty when the slot runs.")
 
 
 class SchedulePreviewSerializer(serializers.Serializer):
@@ -199,6 +243,11 @@ class SchedulePreviewSerializer(serializers.Serializer):
     description = serializers.CharField(help_text="The schedule in words, naming its zone.")
     timezone = serializers.CharField(help_text="The IANA zone the schedule is read in.")
     next_runs = FireTimeSerializer(many=True, help_text="The next fire times, oldest first.")
+    excluded_days = serializers.ListField(
+        child=serializers.DateField(),
+        required=False,
+        help_text="Dates the trigger's calendar excludes, from the start to the last fire time (local).",
+    )
 
 
 class PreviewQuerySerializer(serializers.Serializer):
@@ -235,3 +284,15 @@ class PauseSerializer(serializers.Serializer):
     reason = DomainText(
         required=False, default="", allow_blank=True, max_length=500, help_text="Why it was paused."
     )
+
+
+class TemplateFromTriggerSerializer(serializers.Serializer):
+    """`POST /triggers/{id}/save-as-template/`."""
+
+    name = DomainText(
+        max_length=200,
+        allow_blank=True,
+        trim_whitespace=False,
+        help_text="The template's name, unique among yours.",
+    )
+    description = DomainText(required=False, allow_blank=True, help_text="What it is for.")

@@ -8,6 +8,7 @@ Isolation: every lookup goes through `Trigger.objects.visible_to(user)`, so anot
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING, Any, cast
 
 from django_filters import rest_framework as filters
@@ -38,6 +39,7 @@ from schedules.api.serializers import (
     PresetSerializer,
     PreviewQuerySerializer,
     SchedulePreviewSerializer,
+    TemplateFromTriggerSerializer,
     TriggerSerializer,
     spec_of,
 )
@@ -293,7 +295,11 @@ class TriggerViewSet(viewsets.ModelViewSet):
 
     @extend_schema(
         summary="Preview a trigger's next fire times",
-        description="In UTC and in the trigger's zone, with daylight-saving notes.",
+        description=(
+            "In UTC and in the trigger's zone, with daylight-saving notes; each says whether the trigger's "
+            "windows, blackouts and calendar run, defer or skip it, and `excluded_days` lists the calendar's "
+            "dates in the range."
+        ),
         parameters=[PreviewQuerySerializer],
         responses=SchedulePreviewSerializer,
         tags=["triggers"],
@@ -303,10 +309,32 @@ class TriggerViewSet(viewsets.ModelViewSet):
         trigger = self.get_object()
         query = PreviewQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        fire_times = services.trigger_preview(
+        preview = services.trigger_preview_full(
             trigger=trigger, after=query.validated_data.get("start"), count=query.validated_data["count"]
         )
-        return Response(_preview(spec_of(trigger), fire_times))
+        return Response(_preview(spec_of(trigger), preview.runs, preview.excluded_days))
+
+    @extend_schema(
+        summary="Save a trigger's settings as a template",
+        request=TemplateFromTriggerSerializer,
+        responses={201: OpenApiTypes.OBJECT},
+        tags=["templates"],
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="save-as-template",
+        filterset_class=None,
+        pagination_class=None,
+    )
+    def save_as_template(self, request: Request, pk: str | None = None) -> Response:
+        from schedules.api.library import TemplateSerializer
+
+        trigger = self.get_object()
+        body = TemplateFromTriggerSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        template = services.template_save(owner=request.user, trigger=trigger, **body.validated_data)
+        return Response(TemplateSerializer(template).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         summary="List a trigger's executions",
@@ -361,12 +389,15 @@ def _idempotency_key(request: Request) -> str | None:
     return key
 
 
-def _preview(spec: timing.ScheduleSpec, fire_times: list[timing.FireTime]) -> dict[str, Any]:
+def _preview(
+    spec: timing.ScheduleSpec, fire_times: list[services.PreviewRun], excluded_days: list[date] | None = None
+) -> dict[str, Any]:
     data = {
         "valid": True,
         "description": timing.describe(spec),
         "timezone": spec.timezone,
         "next_runs": fire_times,
+        "excluded_days": excluded_days or [],
     }
     return SchedulePreviewSerializer(data).data
 

@@ -159,6 +159,7 @@ ADD_FORM = {
     "backoff_seconds": "2",
     "timeout_seconds": "300",
     "priority": "medium",
+    "window_action": "skip",
     **{f"{name}_{part}": "" for name in ("anchor_at", "run_at", "start_at", "end_at") for part in (0, 1)},
 }
 
@@ -337,7 +338,10 @@ def test_change_form_groups_fields_and_shows_ten_fire_times_with_dst_notes(
     trigger = register(user, name="half past two", cron_expression="30 2 * * *", timezone="America/New_York")
     response = admin_client.get(reverse("admin:schedules_trigger_change", args=[trigger.pk]))
     names = [fieldset.name for fieldset in response.context["adminform"]]
-    assert names == ["State", "What to run", "When", "Policies", "Launch settings", "History"]
+    assert names == [
+        "State", "What to run", "When", "Windows, blackouts and calendar", "Policies", "Launch settings",
+        "History",
+    ]  # fmt: skip
     html = response.content.decode()
     assert html.count('<tr class="sched-preview__dst">') == 1
     text = page_text(response)

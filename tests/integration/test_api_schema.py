@@ -52,6 +52,8 @@ EXPECTED_PATHS = {
     "/api/v1/auth/token/", "/api/v1/triggers/", "/api/v1/triggers/{id}/", "/api/v1/triggers/{id}/pause/",
     "/api/v1/triggers/{id}/resume/", "/api/v1/triggers/{id}/run/", "/api/v1/triggers/{id}/preview/",
     "/api/v1/triggers/{id}/executions/", "/api/v1/triggers/{id}/stats/", "/api/v1/triggers/{id}/backfill/",
+    "/api/v1/triggers/{id}/save-as-template/", "/api/v1/calendars/", "/api/v1/calendars/{id}/",
+    "/api/v1/templates/", "/api/v1/templates/{id}/", "/api/v1/templates/{id}/create-trigger/",
     "/api/v1/executions/",
     "/api/v1/executions/{id}/", "/api/v1/executions/{id}/cancel/", "/api/v1/executions/{id}/rerun/",
     "/api/v1/cron/preview/", "/api/v1/presets/", "/api/v1/limits/", "/api/scheduler/register/",

@@ -342,10 +342,12 @@ def test_cron_preview_describes_and_lists_next_runs(api) -> None:
     body = response.json()
     assert body["valid"] is True
     assert "America/New_York" in body["description"]
+    runs = {"decision": "run", "reason": None, "not_before": None, "rule": ""}  # no windows in a form
     assert body["next_runs"] == [
-        {"utc": "2026-03-06T14:00:00Z", "local": "2026-03-06T09:00:00-05:00", "note": None},
-        {"utc": "2026-03-09T13:00:00Z", "local": "2026-03-09T09:00:00-04:00", "note": None},
+        {"utc": "2026-03-06T14:00:00Z", "local": "2026-03-06T09:00:00-05:00", "note": None, **runs},
+        {"utc": "2026-03-09T13:00:00Z", "local": "2026-03-09T09:00:00-04:00", "note": None, **runs},
     ]
+    assert body["excluded_days"] == []
     default = api.post("/api/v1/cron/preview", {"expression": "@hourly"}, format="json").json()
     assert len(default["next_runs"]) == 10
     assert default["next_runs"][0]["utc"] == "2026-03-02T13:00:00Z"

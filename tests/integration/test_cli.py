@@ -131,7 +131,7 @@ def test_show_lists_the_next_slots_and_the_last_runs(fleet) -> None:
     assert "Name:       morning-report" in text
     assert "Zone:       America/Los_Angeles" in text
     _head, upcoming, last = text.split("\n\n")
-    assert upcoming.splitlines()[1].split() == ["UTC", "LOCAL", "NOTE"]
+    assert upcoming.splitlines()[1].split() == ["UTC", "LOCAL", "NOTE", "DECISION"]
     assert [line.split()[0] for line in upcoming.splitlines()[2:]] == [
         "2026-03-02T17:00:00Z",
         "2026-03-03T17:00:00Z",
@@ -149,6 +149,8 @@ def test_show_lists_the_next_slots_and_the_last_runs(fleet) -> None:
         "utc": "2026-03-02T17:00:00Z",
         "local": "2026-03-02T09:00:00-08:00",
         "note": None,
+        "decision": "run",
+        "rule": None,
     }
     assert data["last_runs"] == [
         {

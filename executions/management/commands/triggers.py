@@ -139,8 +139,16 @@ class Command(BaseCommand):
             else []
         )
         last = execution_selectors.last_runs(found, limit=max(0, runs))
+        # What the trigger's windows, blackouts and calendar do with each slot, as the API's preview says.
         next_slots = [
-            {"utc": cli.instant(ft.slot), "local": ft.local.isoformat(), "note": ft.note} for ft in upcoming
+            {
+                "utc": cli.instant(ft.slot),
+                "local": ft.local.isoformat(),
+                "note": ft.note,
+                "decision": ft.decision,
+                "rule": ft.rule or None,
+            }
+            for ft in upcoming
         ]
         data = {
             "trigger": trigger_json(found),
@@ -164,7 +172,11 @@ class Command(BaseCommand):
             ]
         )
         next_table = cli.table(
-            ("utc", "local", "note"), [(s["utc"], s["local"], s["note"]) for s in next_slots]
+            ("utc", "local", "note", "decision"),
+            [
+                (s["utc"], s["local"], s["note"], s["rule"] and f"{s['decision']}: {s['rule']}")
+                for s in next_slots
+            ],
         )
         runs_table = cli.table(
             ("slot", "origin", "status", "reason", "id", "recorded"),
