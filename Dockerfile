@@ -9,6 +9,7 @@ COPY pyproject.toml README.md manage.py Procfile ./
 COPY scheduler_project ./scheduler_project
 COPY schedules ./schedules
 COPY executions ./executions
+COPY notifications ./notifications
 COPY operations ./operations
 COPY toolkit ./toolkit
 COPY templates ./templates

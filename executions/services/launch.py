@@ -188,7 +188,7 @@ def _release_for_waiting_launch() -> bool:
             for request in list(state.reserved_requests)
             if request.name == dispatch.LAUNCH_TASK
         }
-        for request in list(state.scheduled_requests):
+        for request in list(getattr(state, "scheduled_requests", ())):  # not in celery-types' stubs
             if request.name != dispatch.LAUNCH_TASK:
                 continue
             eta = request.eta
