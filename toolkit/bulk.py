@@ -40,7 +40,7 @@ def _array_type(field: models.Field[Any, Any], connection: BaseDatabaseWrapper) 
 
 
 def _prepared(
-    objs: Sequence[models.Model],
+    objs: Sequence[Any],
     fields: Sequence[models.Field[Any, Any]],
     connection: BaseDatabaseWrapper,
     *,
@@ -67,14 +67,22 @@ def _prepared(
 
 
 def update_each(
-    objs: Sequence[models.Model], fields: Sequence[str], *, only_if: Mapping[str, Any] | None = None
+    objs: Sequence[Any],
+    fields: Sequence[str],
+    *,
+    only_if: Mapping[str, Any] | None = None,
+    model: type[models.Model] | None = None,
 ) -> set[Any]:
     """Write `fields` of every object in `objs` (all of one model) as they are on the instances; with
     `only_if` ({field: value}), only the rows that still hold those values (a compare-and-set, e.g. claim
-    the runs still pending). Returns the primary keys of the rows written."""
+    the runs still pending). Returns the primary keys of the rows written.
+
+    With `model`, `objs` may be any objects carrying `pk` and the fields' attributes (a claim of a
+    thousand rows need not build a thousand model instances); a plain `bulk_update` (no `only_if`, on a
+    database without `unnest`) still needs instances."""
     if not objs:
         return set()
-    model = type(objs[0])
+    model = model or type(objs[0])
     connection = connections[router.db_for_write(model)]
     if connection.vendor != "postgresql":
         return _update_each_orm(model, objs, fields, only_if or {})
@@ -106,7 +114,7 @@ def update_each(
 
 
 def _update_each_orm(
-    model: type[models.Model], objs: Sequence[models.Model], fields: Sequence[str], only_if: Mapping[str, Any]
+    model: type[models.Model], objs: Sequence[Any], fields: Sequence[str], only_if: Mapping[str, Any]
 ) -> set[Any]:
     """`update_each` where there is no `unnest` (SQLite, the laptop default): `bulk_update`, or, for a
     compare-and-set, one UPDATE per set of equal values (a claim gives many rows the same ones)."""

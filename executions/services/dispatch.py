@@ -273,13 +273,31 @@ def send_due(due: Sequence[Due]) -> int:
 def _claim(claims: Mapping[uuid.UUID, str], *, now: datetime) -> set[uuid.UUID]:
     """pending -> queued under each row's task id, in one statement; returns the rows this call holds (a row
     the sweeper or another sender flipped first is theirs)."""
-    rows = [
-        Execution(pk=pk, status=ExecutionStatus.QUEUED, queued_at=now, task_id=task_id, updated_at=now)
-        for pk, task_id in claims.items()
-    ]
+    rows = [_Claimed(pk, task_id, now) for pk, task_id in claims.items()]
     return bulk.update_each(
-        rows, ["status", "queued_at", "task_id", "updated_at"], only_if={"status": ExecutionStatus.PENDING}
+        rows,
+        ["status", "queued_at", "task_id", "updated_at"],
+        only_if={"status": ExecutionStatus.PENDING},
+        model=Execution,
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Claimed:
+    """What a claim writes on one row (`bulk.update_each` reads these attributes, no model instance)."""
+
+    pk: uuid.UUID
+    task_id: str
+    queued_at: datetime
+    status: str = ExecutionStatus.QUEUED
+
+    @property
+    def id(self) -> uuid.UUID:
+        return self.pk
+
+    @property
+    def updated_at(self) -> datetime:
+        return self.queued_at
 
 
 def _publish_batches(messages: list[broker.TaskMessage], claims: Mapping[uuid.UUID, str]) -> None:
