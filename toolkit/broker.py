@@ -161,12 +161,14 @@ def wait_while_draining(
     sleep: Callable[[float], None] = time.sleep,
     monotonic: Callable[[], float] = time.monotonic,
 ) -> str:
-    """Wait while `depth()` (messages waiting in some queue) is above zero and going down, for at most
-    `limit` seconds; give up as soon as it has not gone down for `stall` seconds (its consumers are down or
-    busy elsewhere: waiting longer would only delay the caller for nothing). Returns why it stopped:
-    "clear", "stalled", "limit", or "unknown" when the depth cannot be read (the caller goes on)."""
+    """Wait while `depth()` (messages waiting in some queue) is above zero and being consumed, for at most
+    `limit` seconds; give up as soon as it has not gone down between two looks for `stall` seconds (its
+    consumers are down or busy elsewhere: waiting longer would only delay the caller for nothing). A queue
+    that grows while it is consumed (a producer still publishing a herd) is being drained: any fall between
+    two looks counts. Returns why it stopped: "clear", "stalled", "limit", or "unknown" when the depth
+    cannot be read (the caller goes on)."""
     started = last_progress = monotonic()
-    lowest: int | None = None
+    previous: int | None = None
     while True:
         try:
             current = depth()
@@ -175,8 +177,9 @@ def wait_while_draining(
         now = monotonic()
         if current <= 0:
             return "clear"
-        if lowest is None or current < lowest:
-            lowest, last_progress = current, now
+        if previous is not None and current < previous:
+            last_progress = now
+        previous = current
         if now - last_progress >= stall:
             return "stalled"
         if now - started >= limit:

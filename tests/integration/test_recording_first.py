@@ -39,6 +39,10 @@ def wait(script: Script, *, limit: float = 5.0, stall: float = 1.0) -> str:
     )
 
 
+#: A herd still being published: up by a publish, down by a consumed message, again and again.
+FILLING_WHILE_CONSUMED = [10 + 10 * (k // 2) + (k % 2) * 11 for k in range(60)]
+
+
 @pytest.mark.parametrize(
     ("depths", "limit", "expected", "sleeps"),
     [
@@ -47,6 +51,8 @@ def wait(script: Script, *, limit: float = 5.0, stall: float = 1.0) -> str:
         pytest.param([30], 5.0, "stalled", 4, id="never-drains"),
         pytest.param([30, 30, 30, 29, 29], 5.0, "stalled", 7, id="drains-once-then-stalls"),
         pytest.param(list(range(1000, 0, -1)), 2.0, "limit", 8, id="long-herd-hits-limit"),
+        pytest.param(FILLING_WHILE_CONSUMED, 2.0, "limit", 8, id="still-filling-but-consumed"),
+        pytest.param([10, 20, 30, 40, 50, 60, 70], 5.0, "stalled", 4, id="filling-never-consumed"),
     ],
 )
 def test_the_wait_follows_the_queue(depths, limit, expected, sleeps):
