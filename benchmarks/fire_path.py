@@ -147,36 +147,23 @@ def seed(n: int, slot: datetime, *, retrying: int = 0) -> list[uuid.UUID]:
 
     owner, _ = get_user_model().objects.get_or_create(username="bench")
     now = datetime.now(UTC)
-    rows = [
-        Trigger(
+
+    def one_off(name: str, workflow_id: str, **extra: Any) -> Trigger:
+        return Trigger(
             owner=owner,
-            name=f"herd-{i}",
-            workflow_id="hello",
+            name=name,
+            workflow_id=workflow_id,
             target="demo",
             kind="once",
             run_at=slot,
             timezone="UTC",
             next_run_at=slot,
             schedule_changed_at=now,
+            **extra,
         )
-        for i in range(n)
-    ]
-    rows += [
-        Trigger(
-            owner=owner,
-            name=f"retry-{i}",
-            workflow_id="bench-retry",
-            target="demo",
-            kind="once",
-            run_at=slot,
-            timezone="UTC",
-            next_run_at=slot,
-            schedule_changed_at=now,
-            max_attempts=3,
-            backoff_seconds=1,
-        )
-        for i in range(retrying)
-    ]
+
+    rows = [one_off(f"herd-{i}", "hello") for i in range(n)]
+    rows += [one_off(f"retry-{i}", "bench-retry", max_attempts=3, backoff_seconds=1) for i in range(retrying)]
     Trigger.objects.bulk_create(rows, batch_size=2000)
     from celery import current_app
 

@@ -565,10 +565,11 @@ def _check_shared(actor: Any, shared: Any) -> bool:
     return shared
 
 
-def _unique_calendar_name(owner: Any, name: str, *, exclude: int | None = None) -> None:
-    taken = Calendar.objects.filter(owner=owner, name=name)
+def _unique_name(model: Any, owner: Any, name: str, *, noun: str, exclude: int | None = None) -> None:
+    """A user's calendars, like their templates, are told apart by name: a second one is refused on it."""
+    taken = model.objects.filter(owner=owner, name=name)
     if (taken.exclude(pk=exclude) if exclude is not None else taken).exists():
-        raise ValidationError({"name": [f"you already have a calendar named {name!r}"]})
+        raise ValidationError({"name": [f"you already have a {noun} named {name!r}"]})
 
 
 @transaction.atomic
@@ -592,7 +593,7 @@ def calendar_create(
         shared=_check_shared(owner, shared),
     )
     source, found, where = _calendar_dates({"dates": dates, "ics": ics, "holidays": holidays})
-    _unique_calendar_name(owner, name)
+    _unique_name(Calendar, owner, name, noun="calendar")
     calendar.source, calendar.dates = source, [d.isoformat() for d in found]
     calendar.country, calendar.subdivision = where.get("country", ""), where.get("subdivision", "")
     calendar.save(force_insert=True)
@@ -609,7 +610,7 @@ def calendar_update(*, calendar: Calendar, actor: Any, **fields: Any) -> Calenda
         raise ValidationError({unknown[0]: ["is not a field that can be set"]})
     if "name" in fields:
         calendar.name = _calendar_text("name", fields["name"])
-        _unique_calendar_name(calendar.owner, calendar.name, exclude=calendar.pk)
+        _unique_name(Calendar, calendar.owner, calendar.name, noun="calendar", exclude=calendar.pk)
     if "description" in fields:
         calendar.description = _calendar_text("description", fields["description"])
     if "shared" in fields:
@@ -687,12 +688,6 @@ def _check_definition(definition: Any) -> dict[str, Any]:
     return definition
 
 
-def _unique_template_name(owner: Any, name: str, *, exclude: int | None = None) -> None:
-    taken = TriggerTemplate.objects.filter(owner=owner, name=name)
-    if (taken.exclude(pk=exclude) if exclude is not None else taken).exists():
-        raise ValidationError({"name": [f"you already have a template named {name!r}"]})
-
-
 @transaction.atomic
 def template_save(
     *, owner: Any, name: Any, description: Any = "", trigger: Trigger | None = None, definition: Any = None
@@ -702,7 +697,7 @@ def template_save(
     if (trigger is None) == (definition is None):
         raise ValidationError({"definition": ["give either a trigger to copy or a definition"]})
     stored = _definition_of(trigger) if trigger is not None else _check_definition(definition)
-    _unique_template_name(owner, name)
+    _unique_name(TriggerTemplate, owner, name, noun="template")
     template = TriggerTemplate(
         owner=owner, name=name, description=_calendar_text("description", description), definition=stored
     )
@@ -718,7 +713,7 @@ def template_update(*, template: TriggerTemplate, **fields: Any) -> TriggerTempl
         raise ValidationError({unknown[0]: ["is not a field that can be set"]})
     if "name" in fields:
         template.name = _calendar_text("name", fields["name"])
-        _unique_template_name(template.owner, template.name, exclude=template.pk)
+        _unique_name(TriggerTemplate, template.owner, template.name, noun="template", exclude=template.pk)
     if "description" in fields:
         template.description = _calendar_text("description", fields["description"])
     if "definition" in fields:

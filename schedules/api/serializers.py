@@ -95,15 +95,12 @@ def spec_of(trigger: Trigger) -> timing.ScheduleSpec:
 
 
 @extend_schema_field({"type": "array", "items": {"type": "object", "additionalProperties": True}})
-class RuleListField(serializers.JSONField):
-    """Windows or blackouts: any JSON on input (`schedules.rules` reads them and names what is wrong)."""
+class RuleListField(JSONObjectField):
+    """Windows or blackouts: any JSON on input (`schedules.rules` reads them and names what is wrong), the
+    depth checked as for any JSON field, the value kept as it came."""
 
     def to_internal_value(self, data: Any) -> Any:
-        name = self.field_name or "value"
-        try:
-            validation.check_json_shape(name, data)
-        except DjangoValidationError as exc:
-            raise serializers.ValidationError(exc.message_dict[name]) from None
+        super().to_internal_value(data)
         return data
 
 
