@@ -3,14 +3,25 @@ the trigger row locked). Services change state; selectors only read it."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import NamedTuple
 
-from django.db.models import Count
+from django.db.models import Case, Count, DecimalField, F, OuterRef, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce, Greatest
 
-from executions.models import ACTIVE_STATUSES, Execution, ExecutionStatus, FleetSwitch, SkipReason
+from executions import usage
+from executions.models import (
+    ACTIVE_STATUSES,
+    CreditBudget,
+    Execution,
+    ExecutionStatus,
+    FleetSwitch,
+    SkipReason,
+)
 from schedules import selectors as schedule_selectors
 from schedules.models import Trigger
 from schedules.selectors import Limits
@@ -129,3 +140,75 @@ def last_runs(trigger: Trigger, *, limit: int = 10) -> list[Execution]:
 def firing_stopped() -> bool:
     """Whether the operators' fleet-wide stop is on: one primary-key read per fire batch."""
     return FleetSwitch.objects.filter(pk=1, firing_stopped=True).exists()
+
+
+@dataclasses.dataclass(frozen=True)
+class CreditStanding:
+    """One owner's credit budget as it stands: the allowance, what their runs used since `since` (the
+    start of the current period, or the budget's reset when later), and when the period ends."""
+
+    owner_id: int
+    credits: Decimal
+    period: str
+    since: datetime
+    used: Decimal
+    period_ends: datetime | None
+    note: str = ""
+
+    @property
+    def left(self) -> Decimal:
+        return max(Decimal(0), self.credits - self.used)
+
+    @property
+    def exhausted(self) -> bool:
+        """No credit left: a run of this owner that is due is skipped (`credits_exhausted`), not launched."""
+        return self.used >= self.credits
+
+
+def credit_standing_of(owner_ids: Iterable[int], *, now: datetime) -> dict[int, CreditStanding]:
+    """The standing of each of these owners that has a budget (one with none is absent: unlimited), in one
+    query: the budgets, each with the credits its owner's runs used since its period began, summed by a
+    subquery over the partial index of runs that reported credits. Used in the current period means ended
+    in it (`finished_at`), which is when a run's usage is known."""
+    owners = sorted(set(owner_ids))
+    if not owners:
+        return {}
+    period_began = Case(
+        *(When(period=p, then=Value(usage.period_start(p, now))) for p in usage.BudgetPeriod.values),
+        default=F("counted_from"),
+    )
+    spent = (
+        Execution.objects.filter(
+            trigger__owner_id=OuterRef("owner_id"),
+            credits_used__isnull=False,
+            finished_at__gte=OuterRef("since"),
+        )
+        .order_by()
+        .values("trigger__owner_id")
+        .annotate(total=Sum("credits_used"))
+        .values("total")
+    )
+    amount = DecimalField(max_digits=18, decimal_places=6)
+    rows = (
+        CreditBudget.objects.filter(owner_id__in=owners)
+        .annotate(since=Greatest(F("counted_from"), period_began))
+        .annotate(used=Coalesce(Subquery(spent, output_field=amount), Value(Decimal(0)), output_field=amount))
+    )
+    return {
+        row.owner_id: CreditStanding(
+            owner_id=row.owner_id,
+            credits=row.credits,
+            period=row.period,
+            since=row.since,
+            used=Decimal(row.used),
+            period_ends=usage.period_end(row.period, now),
+            note=row.note,
+        )
+        for row in rows
+    }
+
+
+def owners_out_of_credit(owner_ids: Iterable[int], *, now: datetime) -> set[int]:
+    """Which of these owners have used their whole credit budget: one grouped read, for a whole fire or
+    launch batch (owners without a budget are never out of credit)."""
+    return {owner for owner, standing in credit_standing_of(owner_ids, now=now).items() if standing.exhausted}

@@ -222,6 +222,8 @@ class _Book:
     after_end: int = 0
     #: The fleet-wide stop was on when the batch began: slots that would run are recorded skipped.
     stopped: bool = False
+    #: Owners with no credit left when the batch began: their slots that would run are recorded skipped.
+    out_of_credit: set[int] = dataclasses.field(default_factory=set)
 
     @classmethod
     def load(cls, triggers: dict[uuid.UUID, Trigger], fires: Sequence[Fire]) -> _Book:
@@ -243,6 +245,9 @@ class _Book:
                 }
             ),
             stopped=selectors.firing_stopped(),
+            out_of_credit=selectors.owners_out_of_credit(
+                {t.owner_id for t in triggers.values()}, now=clock.now()
+            ),
         )
 
     def note_after_end(self, trigger: Trigger, slots: Sequence[datetime]) -> None:
@@ -370,6 +375,8 @@ def _decide_backfill(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime
 def _decide_plan(
     trigger: Trigger, plan: policies.SlotPlan, book: _Book, *, origin: str, launched_by: str, now: datetime
 ) -> Execution:
+    if plan.run and trigger.owner_id in book.out_of_credit:
+        plan = dataclasses.replace(plan, run=False, reason=SkipReason.CREDITS_EXHAUSTED, not_before=None)
     execution = Execution(
         trigger=trigger,
         slot=plan.slot,
