@@ -87,7 +87,7 @@ class Usage:
 
 
 def _amount(value: Any, field: str) -> Decimal:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
         raise UsageError(field, "must be a non-negative number")
     try:
         amount = Decimal(str(value))

@@ -39,6 +39,16 @@ def _clean_period(value: Any) -> str:
     return str(period)
 
 
+def credit_budget_check(*, credits: Any, period: Any, note: Any) -> tuple[Decimal, str, str]:
+    """The budget's values as stored, or `ValidationError` naming the field (the admin's form asks this
+    before saving, so it shows the API's messages beside the fields)."""
+    cleaned = _clean_credits(credits)
+    period = _clean_period(period)
+    if not isinstance(note, str) or len(note) > 500 or "\x00" in note:
+        raise ValidationError({"note": ["must be text of at most 500 characters"]})
+    return cleaned, period, note
+
+
 @transaction.atomic
 def credit_budget_set(
     *, owner: Any, credits: Any, period: Any = usage.BudgetPeriod.MONTH, note: str = "", reset: bool = False
@@ -46,10 +56,7 @@ def credit_budget_set(
     """Set `owner`'s allowance of `credits` per `period` (`day`, `week`, `month`; empty: one allowance
     counted since the budget was set). `reset` counts usage afresh from now, as the agent task queue's
     operators did with `creditsUsed = 0`. Raising or lowering the allowance applies to the next run due."""
-    cleaned = _clean_credits(credits)
-    period = _clean_period(period)
-    if not isinstance(note, str) or len(note) > 500 or "\x00" in note:
-        raise ValidationError({"note": ["must be text of at most 500 characters"]})
+    cleaned, period, note = credit_budget_check(credits=credits, period=period, note=note)
     now = clock.now()
     budget = CreditBudget.objects.select_for_update().filter(owner=owner).first()
     if budget is None:
