@@ -332,18 +332,15 @@ class CreditBudgetAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: CreditBudget | None = None) -> tuple[str, ...]:
         return ("owner", "used", "left", "since_text") if obj is not None else ()
 
-    def get_changelist_instance(self, request: HttpRequest) -> Any:
-        """The standings of the page's owners, read in one query (not one per row)."""
-        changelist = super().get_changelist_instance(request)
-        owners = [budget.owner_id for budget in changelist.result_list]
-        self._standings = selectors.credit_standing_of(owners, now=clock.now())
-        return changelist
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        """Each budget with its owner's credits used, in the page's own query (`budgets_with_usage`)."""
+        return selectors.budgets_with_usage(super().get_queryset(request), now=clock.now())
 
-    def _standing(self, obj: CreditBudget) -> selectors.CreditStanding | None:
-        cached = getattr(self, "_standings", {})
-        if obj.owner_id in cached:
-            return cached[obj.owner_id]
-        return selectors.credit_standing_of([obj.owner_id], now=clock.now()).get(obj.owner_id)
+    @staticmethod
+    def _standing(obj: CreditBudget) -> selectors.CreditStanding | None:
+        if not hasattr(obj, "used"):  # a row not read through get_queryset (just saved)
+            return None
+        return selectors.standing(obj, now=clock.now())
 
     @admin.display(description="allowance", ordering="credits")
     def allowance(self, obj: CreditBudget) -> str:

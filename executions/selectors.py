@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple
 
-from django.db.models import Case, Count, DecimalField, F, OuterRef, Subquery, Sum, Value, When
+from django.db.models import Case, Count, DecimalField, F, OuterRef, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce, Greatest
 
 from executions import usage
@@ -165,14 +165,11 @@ class CreditStanding:
         return self.used >= self.credits
 
 
-def credit_standing_of(owner_ids: Iterable[int], *, now: datetime) -> dict[int, CreditStanding]:
-    """The standing of each of these owners that has a budget (one with none is absent: unlimited), in one
-    query: the budgets, each with the credits its owner's runs used since its period began, summed by a
-    subquery over the partial index of runs that reported credits. Used in the current period means ended
-    in it (`finished_at`), which is when a run's usage is known."""
-    owners = sorted(set(owner_ids))
-    if not owners:
-        return {}
+def budgets_with_usage(budgets: QuerySet[CreditBudget], *, now: datetime) -> QuerySet[CreditBudget]:
+    """`budgets` annotated with `since` (the start of what counts: the current period's start, or the
+    budget's reset when later) and `used` (the credits their owner's runs reported since then), in the same
+    query: a subquery sums the runs over the partial index of runs that reported credits. Used in the
+    current period means ended in it (`finished_at`), which is when a run's usage is known."""
     period_began = Case(
         *(When(period=p, then=Value(usage.period_start(p, now))) for p in usage.BudgetPeriod.values),
         default=F("counted_from"),
@@ -189,23 +186,32 @@ def credit_standing_of(owner_ids: Iterable[int], *, now: datetime) -> dict[int, 
         .values("total")
     )
     amount = DecimalField(max_digits=18, decimal_places=6)
-    rows = (
-        CreditBudget.objects.filter(owner_id__in=owners)
-        .annotate(since=Greatest(F("counted_from"), period_began))
-        .annotate(used=Coalesce(Subquery(spent, output_field=amount), Value(Decimal(0)), output_field=amount))
+    return budgets.annotate(since=Greatest(F("counted_from"), period_began)).annotate(
+        used=Coalesce(Subquery(spent, output_field=amount), Value(Decimal(0)), output_field=amount)
     )
-    return {
-        row.owner_id: CreditStanding(
-            owner_id=row.owner_id,
-            credits=row.credits,
-            period=row.period,
-            since=row.since,
-            used=Decimal(row.used),
-            period_ends=usage.period_end(row.period, now),
-            note=row.note,
-        )
-        for row in rows
-    }
+
+
+def standing(budget: CreditBudget, *, now: datetime) -> CreditStanding:
+    """A budget row read through `budgets_with_usage` as its standing."""
+    return CreditStanding(
+        owner_id=budget.owner_id,
+        credits=budget.credits,
+        period=budget.period,
+        since=budget.since,  # type: ignore[attr-defined] # the annotations of budgets_with_usage
+        used=Decimal(budget.used),  # type: ignore[attr-defined]
+        period_ends=usage.period_end(budget.period, now),
+        note=budget.note,
+    )
+
+
+def credit_standing_of(owner_ids: Iterable[int], *, now: datetime) -> dict[int, CreditStanding]:
+    """The standing of each of these owners that has a budget (one with none is absent: unlimited), in one
+    query (`budgets_with_usage`)."""
+    owners = sorted(set(owner_ids))
+    if not owners:
+        return {}
+    rows = budgets_with_usage(CreditBudget.objects.filter(owner_id__in=owners), now=now)
+    return {row.owner_id: standing(row, now=now) for row in rows}
 
 
 def owners_out_of_credit(owner_ids: Iterable[int], *, now: datetime) -> set[int]:
