@@ -87,6 +87,19 @@ def test_a_launch_batch_stores_each_runs_usage(make_trigger, broker, stub):
     assert [figures(r) for r in runs] == [(Decimal(1), None, None, None), (None, 7, None, None)]
 
 
+def test_the_demo_target_reports_usage(make_trigger, broker, targets):
+    targets["metered"] = {"kind": "demo", "speed": 0, "workflows": {"m": {"credits": 2, "tokens": 1000}}}
+    execution = deliver(
+        broker, services.execution_run_now(trigger=make_trigger(target="metered", workflow_id="m"))
+    )
+    assert execution.status == ExecutionStatus.SUCCEEDED
+    credits, input_tokens, output_tokens, cost = figures(execution)
+    assert (credits, output_tokens) == (Decimal(2), input_tokens // 4)
+    assert 500 <= input_tokens <= 1500
+    assert cost == input_tokens * Decimal("0.000003") + output_tokens * Decimal("0.000015")
+    assert "usage" not in execution.result, "usage is stored beside the result, not in it"
+
+
 def test_bad_usage_in_a_sync_answer_keeps_the_end_and_notes_it_on_the_attempt(make_trigger, broker, stub):
     stub.script("wf", [Reply(200, {"status": "succeeded", "usage": {"credits": -1}})])
     execution = deliver(broker, services.execution_run_now(trigger=make_trigger()))
