@@ -330,6 +330,8 @@ def test_admin_pages_show_usage_and_budgets(admin_client, metered, user, other_u
     assert page.status_code == 200
     assert "2.5 credits, 1,200 in / 300 out tokens, cost 0.0081" in page.content.decode()
     assert admin_client.get("/admin/executions/execution/").status_code == 200
+    dashboard = admin_client.get("/admin/dashboard/").content.decode()
+    assert "credits used" in dashboard, "the last 24 hours' usage, beside the run counts"
 
     listed = admin_client.get("/admin/executions/creditbudget/")
     assert listed.status_code == 200
