@@ -19,7 +19,14 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from executions import selectors, services
-from executions.models import Attempt, CreditBudget, Execution, ExecutionOrigin, SkipReason
+from executions.models import (
+    UNSUCCESSFUL_STATUSES,
+    Attempt,
+    CreditBudget,
+    Execution,
+    ExecutionOrigin,
+    SkipReason,
+)
 from executions.services import credits as credit_services
 from toolkit import clock
 from toolkit.admin import (
@@ -43,11 +50,19 @@ class LatestExecutionsFormSet(BaseInlineFormSet):
     """Only the newest executions: a busy trigger has thousands, and the full list is one link away."""
 
     def get_queryset(self) -> QuerySet:
-        return super().get_queryset().order_by("-created_at")[:LATEST_EXECUTIONS]
+        rows = selectors.with_stuck(super().get_queryset(), now=clock.now())
+        return rows.order_by("-created_at")[:LATEST_EXECUTIONS]
 
 
 def execution_zone(execution: Execution) -> str:
     return execution.trigger.timezone
+
+
+STUCK_FLAG = format_html(
+    '<span class="sched-flag" title="{}">stuck</span>',
+    "Queued or running past its timeout, or its attempt is past its deadline: the sweeper should have "
+    "ended or retried it — is the sweeper (celery beat's housekeeping) running?",
+)
 
 
 class ExecutionDisplay:
@@ -69,8 +84,13 @@ class ExecutionDisplay:
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, obj: Execution) -> SafeString | str:
+        """The state's badge, and a "stuck" flag beside it where the list computed one
+        (`selectors.with_stuck`)."""
         reason = dict(SkipReason.choices).get(obj.skip_reason, "")
-        return badge(obj.status, obj.get_status_display(), title=reason or obj.get_status_display())
+        shown = badge(obj.status, obj.get_status_display(), title=reason or obj.get_status_display())
+        if getattr(obj, "stuck", False):
+            return format_html("{} {}", shown, STUCK_FLAG)
+        return shown
 
     @admin.display(description="duration", ordering="duration_ms")
     def duration(self, obj: Execution) -> str:
@@ -138,6 +158,43 @@ def execution_link(execution: Execution) -> SafeString:
     return format_html('<a href="{}">{}</a> ({})', url, str(execution.pk)[:8], status)
 
 
+def run_strip(trigger: Any) -> SafeString | str:
+    """A trigger's newest runs as a strip of squares coloured by status, oldest on the left, each a link to
+    its run (`selectors.run_strip`: one query)."""
+    runs = selectors.run_strip(trigger)
+    if not runs:
+        return "No runs yet."
+    zone = trigger.timezone
+    cells = format_html_join(
+        "",
+        '<a class="sched-strip__run sched-strip__run--{}" href="{}" title="{}"></a>',
+        (
+            (
+                run.status,
+                reverse("admin:executions_execution_change", args=[run.pk]),
+                f"{_strip_when(run, zone)}: {run.get_status_display().split(' — ')[0].lower()}"
+                + (f" ({dict(SkipReason.choices)[run.skip_reason]})" if run.skip_reason else ""),
+            )
+            for run in runs
+        ),
+    )
+    return format_html(
+        '<div class="sched-strip-box">'
+        '<div class="sched-strip" aria-label="last {} runs, oldest first">{}</div>'
+        '<span class="sched-strip__help">'
+        "Last {} runs, oldest on the left; hover for slot and status, click to open.</span></div>",
+        len(runs),
+        cells,
+        len(runs),
+    )
+
+
+def _strip_when(run: Execution, zone: str) -> str:
+    if run.slot is None:
+        return f"manual run, {wall(in_zone(run.requested_at or run.created_at, zone))}"
+    return wall(in_zone(run.slot, zone))
+
+
 def _attempt_zone(attempt: Attempt) -> str:
     return attempt.execution.trigger.timezone
 
@@ -193,6 +250,26 @@ EXECUTION_OPERATIONS = (
 )
 
 
+class AttentionFilter(admin.SimpleListFilter):
+    """The runs an operator should act on: failed ones (to re-run, in bulk with the Re-run action) and
+    stuck ones (`selectors.with_stuck`)."""
+
+    title = "needs attention"
+    parameter_name = "attention"
+    FAILED, STUCK = "failed", "stuck"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(self.FAILED, "Failed or timed out"), (self.STUCK, "Stuck (past timeout or deadline)")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == self.FAILED:
+            return queryset.filter(status__in=UNSUCCESSFUL_STATUSES)
+        if self.value() == self.STUCK:
+            # The states first, so the database reads them by the status index before computing the flag.
+            return queryset.filter(status__in=selectors.STUCK_STATUSES, stuck=True)
+        return queryset
+
+
 @admin.register(Execution)
 class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admin.ModelAdmin):
     list_display = (
@@ -202,7 +279,7 @@ class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admi
     # Recorded-at as a filter of fixed ranges, not a date hierarchy: the hierarchy lists the days that hold
     # runs with a DISTINCT over the whole history on every page load.
     list_filter = (
-        "status", "origin", "skip_reason", "priority", "trigger__kind",
+        AttentionFilter, "status", "origin", "skip_reason", "priority", "trigger__kind",
         ("created_at", admin.DateFieldListFilter),
     )  # fmt: skip
     search_fields = ("trigger__name", "trigger__workflow_id", "run_id", "idempotency_key")
@@ -215,7 +292,8 @@ class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admi
     inlines = (AttemptInline,)
     change_form_template = "admin/change_form_with_operations.html"
     fieldsets = (
-        (None, {"fields": ("trigger_link", "status_badge", "skip_reason", "origin_label", "error_text")}),
+        (None, {"fields": ("trigger_link", "status_badge", "skip_reason_text", "origin_label",
+                           "error_text")}),
         ("When", {"fields": ("slot_when", "fire_at_when", "not_before_when", "recorded", "queued", "started",
                              "finished", "duration")}),
         ("Launch", {"fields": ("attempts", "priority", "launched_by", "requested_by", "requested",
@@ -242,7 +320,8 @@ class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admi
         return request.user.has_perm("executions.change_execution")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return super().get_queryset(request).select_related("trigger", "requested_by", "rerun_of")
+        rows = super().get_queryset(request).select_related("trigger", "requested_by", "rerun_of")
+        return selectors.with_stuck(rows, now=clock.now())
 
     def describe_object(self, obj: Execution) -> str:
         """Names the trigger and the run ("nightly, slot Mon 2 Mar 09:00 PST (1a2b3c4d)"), not two UUIDs."""
@@ -261,6 +340,18 @@ class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admi
             return format_html('{} <span class="help">(deleted)</span>', obj.trigger.name)
         url = reverse("admin:schedules_trigger_change", args=[obj.trigger_id])
         return format_html('<a href="{}">{}</a>', url, obj.trigger.name)
+
+    @admin.display(description="skip reason")
+    def skip_reason_text(self, obj: Execution) -> SafeString | str:
+        """The reason in words; an overlap skip links to the run that was still going
+        (`selectors.blocking_run`)."""
+        if not obj.skip_reason:
+            return "—"
+        words = obj.get_skip_reason_display()
+        blocker = selectors.blocking_run(obj)
+        if blocker is None:
+            return words
+        return format_html("{}: {}", words, execution_link(blocker))
 
     @admin.display(description="error")
     def error_text(self, obj: Execution) -> SafeString | str:

@@ -6,16 +6,34 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import NamedTuple
 
-from django.db.models import Case, Count, DecimalField, F, OuterRef, QuerySet, Subquery, Sum, Value, When
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    DecimalField,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, Greatest
 
 from executions import usage
 from executions.models import (
     ACTIVE_STATUSES,
+    Attempt,
+    AttemptOutcome,
     CreditBudget,
     Execution,
     ExecutionStatus,
@@ -140,6 +158,64 @@ def last_runs(trigger: Trigger, *, limit: int = 10) -> list[Execution]:
 def firing_stopped() -> bool:
     """Whether the operators' fleet-wide stop is on: one primary-key read per fire batch."""
     return FleetSwitch.objects.filter(pk=1, firing_stopped=True).exists()
+
+
+#: How many of its newest runs a trigger's page draws in its run-history strip.
+STRIP_RUNS = 50
+
+
+def run_strip(trigger: Trigger, *, limit: int = STRIP_RUNS) -> list[Execution]:
+    """The trigger's newest `limit` runs, oldest first (the strip reads left to right like a timeline): one
+    query on the (trigger, created_at) index, only the columns a cell shows."""
+    rows = (
+        Execution.objects.filter(trigger=trigger)
+        .order_by("-created_at", "-pk")
+        .only("pk", "trigger_id", "slot", "status", "skip_reason", "origin", "created_at", "requested_at")
+    )
+    return list(rows[:limit])[::-1]
+
+
+#: Queued or running states that a run can be stuck in.
+STUCK_STATUSES = (ExecutionStatus.QUEUED, ExecutionStatus.RUNNING)
+
+
+def with_stuck(queryset: QuerySet, *, now: datetime) -> QuerySet:
+    """`queryset` with a boolean `stuck` on each row: queued or running past its trigger's timeout (counted
+    from when it started, else was sent, else last changed), or with an attempt in flight past its
+    deadline. The sweeper should have timed such a run out, requeued or retried it by now, so an operator
+    should look. An expression, so a list flags its rows in the query it already makes, and
+    `.filter(stuck=True)` lists only them."""
+    timeout = ExpressionWrapper(
+        F("trigger__timeout_seconds") * Value(timedelta(seconds=1)), output_field=DurationField()
+    )
+    late_attempt = Attempt.objects.filter(
+        execution=OuterRef("pk"), outcome=AttemptOutcome.STARTED, deadline_at__lt=now
+    )
+    overdue = Q(_stuck_after__lt=now) | Q(Exists(late_attempt))
+    return queryset.alias(_stuck_after=Coalesce("started_at", "queued_at", "updated_at") + timeout).annotate(
+        stuck=Case(
+            When(Q(status__in=STUCK_STATUSES) & overdue, then=Value(True)),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+    )
+
+
+def blocking_run(execution: Execution) -> Execution | None:
+    """For a slot skipped because an earlier run was still going: that run — the trigger's latest run
+    recorded before this one that had not ended when this one was decided (skips and waiting rows never
+    block). Not stored on the row: derived when the page is shown, one query on (trigger, created_at)."""
+    if execution.skip_reason != SkipReason.OVERLAP:
+        return None
+    decided = execution.finished_at or execution.created_at
+    return (
+        Execution.objects.filter(trigger_id=execution.trigger_id, created_at__lte=execution.created_at)
+        .exclude(pk=execution.pk)
+        .exclude(status__in=[ExecutionStatus.SKIPPED, ExecutionStatus.WAITING])
+        .filter(Q(finished_at__isnull=True) | Q(finished_at__gte=decided))
+        .order_by("-created_at")
+        .first()
+    )
 
 
 @dataclasses.dataclass(frozen=True)

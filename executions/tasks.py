@@ -118,6 +118,7 @@ def launch_batch(self: Task[[list[str]], str], execution_ids: list[str]) -> str:
     """The first attempt of several fresh runs, claimed and recorded together (see the service); the same
     acks-late and redelivery rules as `launch`, row by row. FAILURE when any of its runs failed for good,
     RETRY when any will be tried again (each under its own new `executions.launch` message)."""
+    services.yield_to_recording()
     return report(services.execution_launch_batch(execution_ids=execution_ids, task_id=str(self.request.id)))
 
 

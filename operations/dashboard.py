@@ -40,6 +40,19 @@ INSPECT_TIMEOUT_SECONDS = 1.0
 #: Remembering the snapshot briefly keeps reloads instant and a busy page from pinging the fleet each time.
 FLEET_CACHE_SECONDS = 5
 FLEET_CACHE_KEY = "scheduler-dashboard:fleet"
+#: The upcoming-slots heatmap expands at most this many triggers, the soonest due first (read through the
+#: next-run index), and at most this many slots of each: its cost is bounded whatever the fleet's size, and
+#: the page says when either cap was reached.
+HEATMAP_TRIGGERS = 500
+HEATMAP_SLOTS_PER_TRIGGER = 1440
+HEATMAP_HOURS = 24
+#: The busiest triggers get a row of their own under the row for all of them.
+HEATMAP_ROWS = 8
+HEAT_LEVELS = 4
+HOUR = timedelta(hours=1)
+#: How often the page refreshes itself (operations/static/operations/dashboard.js), in seconds.
+REFRESH_SECONDS = 30
+STUCK_LIMIT = 20
 
 #: The chart's series, bottom to top, and the execution states each one counts.
 SERIES: tuple[tuple[str, str, frozenset[str]], ...] = (
@@ -158,6 +171,115 @@ def failing_triggers(
     return [{"trigger": t, "last_run": instant(t.last_run_at, t.timezone)} for t in triggers]
 
 
+@dataclass(frozen=True)
+class HeatCell:
+    count: int
+    level: int  # 0 (none) to HEAT_LEVELS (the busiest hour of the map)
+    title: str
+
+
+@dataclass(frozen=True)
+class HeatRow:
+    label: str
+    trigger: Any  # a Trigger, or None for the row of all triggers
+    cells: list[HeatCell]
+    total: int
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """Slots due in each of the next hours (UTC, the current hour first): one row for every trigger read,
+    then the busiest triggers on their own."""
+
+    hours: list[datetime]
+    rows: list[HeatRow]
+    slots: int
+    triggers: int
+    triggers_capped: bool  # HEATMAP_TRIGGERS were read: others due in the window are not counted
+    slots_capped: int  # triggers whose slots were counted only up to HEATMAP_SLOTS_PER_TRIGGER
+
+
+def upcoming_heatmap(
+    *,
+    now: datetime,
+    triggers: Any = None,
+    hours: int = HEATMAP_HOURS,
+    trigger_cap: int = HEATMAP_TRIGGERS,
+    slot_cap: int = HEATMAP_SLOTS_PER_TRIGGER,
+) -> Heatmap:
+    """Where the next `hours` of slots fall, from the time engine (`timing.slots_between`, the slots beat
+    will fire — not the jittered instants). Only triggers due inside the window can have a slot in it, so
+    the `trigger_cap` soonest due are read by the next-run index and each is expanded up to `slot_cap`
+    slots: a million triggers cost what `trigger_cap` do."""
+    from schedules import timing, validation
+    from schedules.models import Trigger
+
+    start = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    end = start + timedelta(hours=hours)
+    queryset = Trigger.objects.all() if triggers is None else triggers
+    read = list(
+        queryset.active()
+        .filter(next_run_at__isnull=False, next_run_at__lt=end)
+        .order_by("next_run_at", "pk")[:trigger_cap]
+    )
+    per_trigger: list[tuple[Any, list[int]]] = []
+    slots_capped = 0
+    for trigger in read:
+        counts = [0] * hours
+        try:
+            slots = timing.slots_between(
+                validation.spec_of(trigger),
+                now,
+                end - timedelta(microseconds=1),
+                limit=slot_cap,
+                runs_so_far=trigger.runs_so_far,
+            )
+        except (timing.TimingError, ValidationError):  # a row that no longer parses shows nothing
+            slots = []
+        slots_capped += len(slots) >= slot_cap
+        for slot in slots:
+            counts[int((slot - start).total_seconds() // 3600)] += 1
+        per_trigger.append((trigger, counts))
+    every = [sum(column) for column in zip(*(c for _, c in per_trigger), strict=True)] or [0] * hours
+    peak = max(every, default=0)
+    hour_starts = [start + timedelta(hours=i) for i in range(hours)]
+
+    def row(label: str, trigger: Any, counts: list[int]) -> HeatRow:
+        cells = [
+            HeatCell(
+                count=n,
+                level=math.ceil(HEAT_LEVELS * n / peak) if n else 0,
+                title=f"{label}: {n} slot{'s' if n != 1 else ''}, {h:%H:%M} to {h + HOUR:%H:%M} UTC",
+            )
+            for h, n in zip(hour_starts, counts, strict=True)
+        ]
+        return HeatRow(label=label, trigger=trigger, cells=cells, total=sum(counts))
+
+    busiest = sorted(
+        (item for item in per_trigger if any(item[1])), key=lambda item: (-sum(item[1]), item[0].name)
+    )[:HEATMAP_ROWS]
+    return Heatmap(
+        hours=hour_starts,
+        rows=[row("All triggers", None, every), *(row(t.name, t, c) for t, c in busiest)],
+        slots=sum(every),
+        triggers=len(read),
+        triggers_capped=len(read) >= trigger_cap,
+        slots_capped=slots_capped,
+    )
+
+
+def stuck_runs(*, now: datetime, limit: int = STUCK_LIMIT) -> tuple[list[Any], int]:
+    """Runs queued or running past their timeout or attempt deadline (`executions.selectors.with_stuck`),
+    the longest stuck first, and how many there are."""
+    from executions.models import Execution
+    from executions.selectors import STUCK_STATUSES, with_stuck
+
+    stuck = with_stuck(
+        Execution.objects.filter(status__in=STUCK_STATUSES).select_related("trigger"), now=now
+    ).filter(stuck=True)
+    return list(stuck.order_by("updated_at")[:limit]), stuck.count()
+
+
 def fleet_snapshot() -> status.FleetStatus:
     """The fleet as `GET /api/v1/status/` sees it (`operations.status`: beat lock and heartbeat,
     workers, queues), remembered for a few seconds because it waits out a worker reply window."""
@@ -257,12 +379,26 @@ def stacked_bar_chart(hours: list[Hour], *, width: int = 760, height: int = 220)
 # --- The page ---------------------------------------------------------------------------------------------
 
 
-def dashboard_context(*, now: datetime) -> dict[str, Any]:
+def dashboard_context(*, now: datetime, triggers: Any = None) -> dict[str, Any]:
+    """`triggers`: the triggers the heatmap may read (the viewer's, `Trigger.objects.visible_to`)."""
     from executions.stats import trigger_stats
 
     since = now - WINDOW
     stats = trigger_stats(since=since)  # the API's figures and definitions, for the same window
+    stuck, stuck_count = stuck_runs(now=now)
     return {
+        "now": now,
+        "heatmap": upcoming_heatmap(now=now, triggers=triggers),
+        "heatmap_caps": (HEATMAP_TRIGGERS, HEATMAP_SLOTS_PER_TRIGGER),
+        "stuck": [
+            {
+                "run": run,
+                "since": instant(run.started_at or run.queued_at or run.updated_at, run.trigger.timezone),
+            }
+            for run in stuck
+        ],
+        "stuck_count": stuck_count,
+        "refresh_seconds": REFRESH_SECONDS,
         "since": since,
         "stats": stats,
         "avg_duration": duration_text(stats["avgDurationMs"]),
@@ -280,6 +416,8 @@ def dashboard_context(*, now: datetime) -> dict[str, Any]:
 
 def dashboard_view(request: HttpRequest, *, site: AdminSite) -> TemplateResponse:
     """Everyone's triggers and runs are summarised here, so it takes the right to view both."""
+    from schedules.models import Trigger
+
     if not (
         request.user.has_perm("schedules.view_trigger") and request.user.has_perm("executions.view_execution")
     ):
@@ -287,7 +425,7 @@ def dashboard_view(request: HttpRequest, *, site: AdminSite) -> TemplateResponse
     context = {
         **site.each_context(request),
         "title": "Scheduler dashboard",
-        **dashboard_context(now=clock.now()),
+        **dashboard_context(now=clock.now(), triggers=Trigger.objects.visible_to(request.user)),
     }
     return TemplateResponse(request, "admin/dashboard.html", context)
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 
 import redis
 from django.conf import settings
@@ -19,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from toolkit.broker import BrokerLayout, queue_lengths
 from toolkit.metrics import (
     ATTEMPTS,
     COUNTERS,
@@ -37,30 +37,6 @@ from toolkit.metrics import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BrokerLayout:
-    """How kombu's Redis transport lays a queue out: priority N of queue `q` is the list `q` for the lowest
-    step and `q<sep>N` otherwise (kombu.transport.redis `_q_for_pri`), so a queue's depth is the sum of its
-    priority lists. Read from the broker transport options so this follows the settings."""
-
-    sep: str
-    priority_steps: tuple[int, ...]
-
-    @classmethod
-    def of_app(cls) -> BrokerLayout:
-        from celery import current_app as app
-        from kombu.transport.redis import PRIORITY_STEPS, Channel
-
-        options = app.conf.broker_transport_options or {}
-        return cls(
-            sep=options.get("sep", Channel.sep),
-            priority_steps=tuple(sorted(options.get("priority_steps", PRIORITY_STEPS))),
-        )
-
-    def list_key(self, queue: str, priority: int) -> str:
-        return queue if priority == self.priority_steps[0] else f"{queue}{self.sep}{priority}"
 
 
 def queue_bindings(client: redis.Redis) -> dict[tuple[str, str], str]:
@@ -86,20 +62,6 @@ def known_queues(client: redis.Redis, bindings: Mapping[tuple[str, str], str] | 
 
     declared = queue_bindings(client) if bindings is None else bindings
     return sorted(set(app.amqp.queues) | set(declared.values()))
-
-
-def queue_lengths(client: redis.Redis, queues: Iterable[str]) -> dict[str, dict[int, int]]:
-    """Messages waiting in each queue, per priority step: one pipeline of LLENs."""
-    layout = BrokerLayout.of_app()
-    pairs = [(queue, priority) for queue in queues for priority in layout.priority_steps]
-    with client.pipeline(transaction=False) as pipe:
-        for queue, priority in pairs:
-            pipe.llen(layout.list_key(queue, priority))
-        lengths = pipe.execute()
-    result: dict[str, dict[int, int]] = {}
-    for (queue, priority), length in zip(pairs, lengths, strict=True):
-        result.setdefault(queue, {})[priority] = int(length)
-    return result
 
 
 # --- The collector and the view ---------------------------------------------------------------------------

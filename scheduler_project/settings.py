@@ -80,6 +80,7 @@ INSTALLED_APPS = [
     "simple_history",
     "schedules",
     "executions",
+    "notifications",
     "operations",
 ]
 
@@ -208,10 +209,12 @@ CELERY_TASK_DEFAULT_PRIORITY = 6
 # role's thread pool), `celery` the rest (sweeper, retention, housekeeping, demo workflows: `worker`). A
 # worker started without -Q consumes all three.
 CELERY_TASK_DEFAULT_QUEUE = "celery"
-CELERY_TASK_QUEUES = [Queue("fire"), Queue("launch"), Queue("celery")]
+#: The queue fires are recorded from: fresh launch batches yield to its depth.
+SCHEDULER_FIRE_QUEUE = "fire"
+CELERY_TASK_QUEUES = [Queue(SCHEDULER_FIRE_QUEUE), Queue("launch"), Queue("celery")]
 CELERY_TASK_ROUTES = {
-    "executions.fire": {"queue": "fire"},
-    "executions.fire_batch": {"queue": "fire"},
+    "executions.fire": {"queue": SCHEDULER_FIRE_QUEUE},
+    "executions.fire_batch": {"queue": SCHEDULER_FIRE_QUEUE},
     "executions.launch": {"queue": "launch"},
     "executions.launch_batch": {"queue": "launch"},
 }
@@ -263,6 +266,9 @@ SCHEDULER_LAUNCH_BATCH_SIZE = env_int("SCHEDULER_LAUNCH_BATCH_SIZE", 16)
 # How long a launch batch waits, once one call of it has returned, for more to return and be recorded in
 # the same few statements (seconds; small beside any attempt's grace).
 SCHEDULER_LAUNCH_RECORD_WINDOW = env_float("SCHEDULER_LAUNCH_RECORD_WINDOW", 0.02)
+#: Recording first: a fresh launch batch waits (at most this long) while fire batches are queued and being
+#: drained, so a herd's slots are all recorded before its launches take the CPU and the database (0: never).
+SCHEDULER_LAUNCH_YIELD_SECONDS = env_float("SCHEDULER_LAUNCH_YIELD_SECONDS", 5.0)
 SCHEDULER_MAX_CONCURRENT_PER_OWNER = env_int("SCHEDULER_MAX_CONCURRENT_PER_OWNER", 0)  # 0 = unlimited
 # Runs of one workflow (one owner's triggers with the same workflow_id) going at once; 0 = unlimited. These
 # three caps are the defaults: an operator overrides them per user (`schedules.OwnerLimits`, in the admin).
@@ -293,6 +299,31 @@ try:
     )
 except json.JSONDecodeError as exc:
     raise ImproperlyConfigured(f"SCHEDULER_TARGETS is not valid JSON: {exc}") from exc
+
+# --- Notifications ----------------------------------------------------------------------------------------
+# Subscriptions to trigger events (notifications/): at most one notification per (subscription, trigger,
+# event) per window; webhooks only to allowed hosts (exact names, "*.example.com", or "*"), never to a
+# private, loopback or link-local address unless it lies in an allowed network (CIDRs, e.g. 127.0.0.1/32).
+SCHEDULER_NOTIFY_WINDOW_SECONDS = env_int("SCHEDULER_NOTIFY_WINDOW_SECONDS", 3600)
+SCHEDULER_NOTIFY_WEBHOOK_HOSTS = env_list("SCHEDULER_NOTIFY_WEBHOOK_HOSTS", [])
+SCHEDULER_NOTIFY_ALLOWED_NETWORKS = env_list("SCHEDULER_NOTIFY_ALLOWED_NETWORKS", [])
+SCHEDULER_NOTIFY_MAX_ATTEMPTS = env_int("SCHEDULER_NOTIFY_MAX_ATTEMPTS", 5)
+SCHEDULER_NOTIFY_TIMEOUT_SECONDS = env_float("SCHEDULER_NOTIFY_TIMEOUT_SECONDS", 10.0)
+# How long the "who subscribed to what" answer the fire path reads is cached (writes refresh it at once).
+SCHEDULER_NOTIFY_CACHE_SECONDS = env_int("SCHEDULER_NOTIFY_CACHE_SECONDS", 60)
+# Email: Django's backend; the console in development (DEBUG), SMTP (EMAIL_HOST, ...) otherwise.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.console.EmailBackend"
+    if DEBUG
+    else "django.core.mail.backends.smtp.EmailBackend"
+)
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "scheduler@localhost")
 
 # --- REST framework ---------------------------------------------------------------------------------------
 # Token auth first: DRF answers an anonymous request with 401 only when the first authenticator sends a
@@ -355,6 +386,7 @@ SPECTACULAR_SETTINGS = {
         {"name": "triggers", "description": "Schedules that start workflows, and their actions."},
         {"name": "executions", "description": "Runs: scheduled, caught up, manual; their attempts."},
         {"name": "schedules", "description": "Cron preview and presets, for forms validating as you type."},
+        {"name": "notifications", "description": "Subscriptions to trigger events, and their delivery log."},
         {"name": "compat", "description": "Endpoints of the earlier scheduler (camelCase, exact shapes)."},
         {"name": "flows", "description": "The flows scheduling API (`/api/_flows/`), its exact shapes."},
     ],

@@ -29,6 +29,7 @@ urlpatterns = [
     path("api/v1/executions/<uuid:execution_id>/complete/", callbacks.complete_view),
     path("api/v1/", include("schedules.api.urls")),
     path("api/v1/", include("executions.api.urls")),
+    path("api/v1/", include("notifications.api.urls")),
     path("api/scheduler/", include("schedules.api.compat_urls")),
     path("api/_flows/", include("schedules.api.flows_urls")),
     # The agent task queue's routes, as that system's clients call them (its cron secret, its shapes).

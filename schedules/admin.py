@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from simple_history.admin import SimpleHistoryAdmin
 
-from executions.admin import LatestExecutionsInline, execution_link
+from executions.admin import LatestExecutionsInline, execution_link, run_strip
 from executions.models import UNSUCCESSFUL_STATUSES, Execution, ExecutionStatus
 from schedules import services, timing, validation
 from schedules.forms import BackfillForm, TriggerAdminForm
@@ -193,7 +193,7 @@ class TriggerAdmin(OperationsMixin, SimpleHistoryAdmin):
     delete_selected_confirmation_template = "admin/schedules/trigger/delete_selected_confirmation.html"
 
     STATE_FIELDS = (
-        "status_badge", "next_run", "last_run", "success_rate", "run_count", "failure_count",
+        "status_badge", "run_history", "next_run", "last_run", "success_rate", "run_count", "failure_count",
         "consecutive_failures", "last_error", "paused", "paused_reason", "all_executions", "created",
         "updated",
     )  # fmt: skip
@@ -305,6 +305,10 @@ class TriggerAdmin(OperationsMixin, SimpleHistoryAdmin):
             "paused": obj.status == TriggerStatus.PAUSED,
         }
         return render_to_string("admin/schedules/trigger/fire_times.html", context)
+
+    @admin.display(description="run history")
+    def run_history(self, obj: Trigger) -> SafeString | str:
+        return run_strip(obj)
 
     @admin.display(description="executions")
     def all_executions(self, obj: Trigger) -> SafeString:

@@ -26,7 +26,8 @@ from django.db import transaction
 
 from schedules import selectors, timing, validation
 from schedules.models import OwnerLimits, Trigger, TriggerStatus
-from toolkit import bulk, clock, metrics
+from toolkit import bulk, clock, events, metrics
+from toolkit.events import Event, EventKind
 
 logger = logging.getLogger(__name__)
 
@@ -313,7 +314,11 @@ def trigger_note_end(
 ) -> None:
     """A run of `trigger` ended as `status`: its last status and run time, and the failure counters that
     alerting and the dashboard read (`failed` counts a failure, `succeeded` ends a failure streak; a cancel
-    is neither). On the instance only: `trigger_record_end` saves one, `triggers_save_ends` a batch."""
+    is neither). On the instance only: `trigger_record_end` saves one, `triggers_save_ends` a batch.
+
+    A failure, and the first success after failures, are announced to notification subscribers after
+    commit (`toolkit.events`); a success that ends no streak costs nothing."""
+    streak = trigger.consecutive_failures
     trigger.last_status = status
     if started_at and (trigger.last_run_at is None or started_at > trigger.last_run_at):
         trigger.last_run_at = started_at
@@ -324,6 +329,19 @@ def trigger_note_end(
     elif succeeded:
         trigger.consecutive_failures = 0
     trigger.updated_at = clock.now()
+    if failed or (succeeded and streak):
+        _announce_end(trigger, status=status, failed=failed, streak=streak, error=error)
+
+
+def _announce_end(trigger: Trigger, *, status: str, failed: bool, streak: int, error: str) -> None:
+    kind = EventKind.FAILED if failed else EventKind.RECOVERED
+    if kind not in events.wanted():
+        return
+    failures = trigger.consecutive_failures if failed else streak
+    event = Event.of(
+        kind, trigger=trigger, at=trigger.updated_at, reason=status, failures=failures, detail=error[:500]
+    )
+    events.emit_after_commit([event])
 
 
 def triggers_save_ends(*, triggers: Sequence[Trigger]) -> None:
@@ -361,10 +379,13 @@ def _auto_pause_if_due(trigger: Trigger) -> None:
     for field in ("status", "paused_at", "paused_reason", "next_run_at", "updated_at"):
         setattr(trigger, field, getattr(paused, field))
     failures, trigger_id = trigger.consecutive_failures, trigger.pk
+    if EventKind.AUTO_PAUSED in events.wanted():  # to notification subscribers, after commit
+        event = Event.of(
+            EventKind.AUTO_PAUSED, trigger=trigger, at=clock.now(), reason=reason, failures=failures
+        )
+        events.emit_after_commit([event])
 
     def announce() -> None:
-        # Notifications (issue #19 item 1: "auto-paused" events per trigger and owner) hook in here, after
-        # commit, beside the log line and the counter: the pause is final by then.
         logger.warning("trigger %s auto-paused after %d consecutive failures", trigger_id, failures)
         metrics.trigger_auto_paused()
 

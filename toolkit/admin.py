@@ -21,7 +21,7 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.decorators import method_decorator
 from django.utils.functional import cached_property
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from django.utils.timesince import timesince, timeuntil
 from django.views.decorators.http import require_POST
@@ -76,14 +76,26 @@ def instant(moment: datetime | None, zone_name: str = "UTC", *, empty: str = "�
         return empty
     local = in_zone(moment, zone_name)
     utc = moment.astimezone(UTC_ZONE)
-    second_line = relative(moment) if local.tzinfo == UTC_ZONE else f"{wall(utc)} · {relative(moment)}"
+    second = [relative(moment)] if local.tzinfo == UTC_ZONE else [*_wall_parts(utc), f"· {relative(moment)}"]
     return format_html(
         '<span class="sched-when" title="{}"><span class="sched-when__local">{}</span>'
         '<span class="sched-when__utc">{}</span></span>',
         utc.isoformat(),
-        wall(local),
-        second_line,
+        _unbroken(_wall_parts(local)),
+        _unbroken(second),
     )
+
+
+def _wall_parts(moment: datetime) -> list[str]:
+    """A wall time as its date and its time of day ("Mon 2 Mar", "09:00 PST")."""
+    words = wall(moment).split(" ")
+    return [" ".join(words[:-2]), " ".join(words[-2:])]
+
+
+def _unbroken(parts: Iterable[str]) -> SafeString:
+    """Parts that never break inside themselves, only between each other: a narrow column (a list on a
+    laptop with both sidebars open, a phone) puts the time under the date rather than widening the table."""
+    return format_html_join(" ", "<span>{}</span>", ((part,) for part in parts))
 
 
 def instant_text(moment: datetime, zone_name: str = "UTC") -> str:
@@ -216,8 +228,12 @@ class OperationsMixin(_ModelAdmin):
         return action
 
     def operate(self, request: HttpRequest, objects: Iterable[Any], op: Operation) -> None:
+        """Each object on its own; on more than one, a closing count says how many of how many it did (a
+        bulk re-run of a page of failed runs reads "Re-ran 48 of 50 executions; 2 refused")."""
         done: list[str] = []
+        tried = 0
         for obj in objects:
+            tried += 1
             try:
                 detail = op.apply(request, obj)
             except ValidationError as exc:
@@ -229,13 +245,14 @@ class OperationsMixin(_ModelAdmin):
                 continue
             message = f"Could not {op.label.lower()} “{self.describe_object(obj)}”: {reason}"
             self.message_user(request, message, messages.ERROR)
-        if len(done) > self.message_detail_limit:
-            self.message_user(
-                request, f"{op.done} {len(done)} {self.opts.verbose_name_plural}.", messages.SUCCESS
-            )
-        else:
+        if len(done) <= self.message_detail_limit:
             for line in done:
                 self.message_user(request, format_html("{}.", line), messages.SUCCESS)
+        if tried > 1:
+            refused = tried - len(done)
+            summary = f"{op.done} {len(done)} of {tried} {self.opts.verbose_name_plural}"
+            summary += f"; {refused} refused." if refused else "."
+            self.message_user(request, summary, messages.WARNING if refused else messages.SUCCESS)
 
     def get_urls(self) -> list:
         name = f"{self.opts.app_label}_{self.opts.model_name}_operate"

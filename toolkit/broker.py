@@ -11,12 +11,14 @@ double the cost of every message (Flower still sees each task through the worker
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import redis
 from celery import Celery
 
 #: Messages per kombu publish batch (one Redis pipeline each).
@@ -107,3 +109,76 @@ def broker_lost_messages(url: str) -> bool:
         return bool(client.set(MARKER_KEY, str(uuid.uuid4()), nx=True))
     finally:
         client.close()
+
+
+# --- Reading the queues (kombu's Redis layout) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerLayout:
+    """How kombu's Redis transport lays a queue out: priority N of queue `q` is the list `q` for the lowest
+    step and `q<sep>N` otherwise (kombu.transport.redis `_q_for_pri`), so a queue's depth is the sum of its
+    priority lists. Read from the broker transport options so this follows the settings."""
+
+    sep: str
+    priority_steps: tuple[int, ...]
+
+    @classmethod
+    def of_app(cls) -> BrokerLayout:
+        from celery import current_app as app
+        from kombu.transport.redis import PRIORITY_STEPS, Channel
+
+        options = app.conf.broker_transport_options or {}
+        return cls(
+            sep=options.get("sep", Channel.sep),
+            priority_steps=tuple(sorted(options.get("priority_steps", PRIORITY_STEPS))),
+        )
+
+    def list_key(self, queue: str, priority: int) -> str:
+        return queue if priority == self.priority_steps[0] else f"{queue}{self.sep}{priority}"
+
+
+def queue_lengths(client: redis.Redis, queues: Iterable[str]) -> dict[str, dict[int, int]]:
+    """Messages waiting in each queue, per priority step: one pipeline of LLENs."""
+    layout = BrokerLayout.of_app()
+    pairs = [(queue, priority) for queue in queues for priority in layout.priority_steps]
+    with client.pipeline(transaction=False) as pipe:
+        for queue, priority in pairs:
+            pipe.llen(layout.list_key(queue, priority))
+        lengths = pipe.execute()
+    result: dict[str, dict[int, int]] = {}
+    for (queue, priority), length in zip(pairs, lengths, strict=True):
+        result.setdefault(queue, {})[priority] = int(length)
+    return result
+
+
+def wait_while_draining(
+    depth: Callable[[], int],
+    *,
+    limit: float,
+    stall: float,
+    poll: float = 0.05,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> str:
+    """Wait while `depth()` (messages waiting in some queue) is above zero and going down, for at most
+    `limit` seconds; give up as soon as it has not gone down for `stall` seconds (its consumers are down or
+    busy elsewhere: waiting longer would only delay the caller for nothing). Returns why it stopped:
+    "clear", "stalled", "limit", or "unknown" when the depth cannot be read (the caller goes on)."""
+    started = last_progress = monotonic()
+    lowest: int | None = None
+    while True:
+        try:
+            current = depth()
+        except redis.RedisError:
+            return "unknown"
+        now = monotonic()
+        if current <= 0:
+            return "clear"
+        if lowest is None or current < lowest:
+            lowest, last_progress = current, now
+        if now - last_progress >= stall:
+            return "stalled"
+        if now - started >= limit:
+            return "limit"
+        sleep(poll)

@@ -62,15 +62,25 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def add_progress_argument(parser: Any) -> None:
+    """`--progress`, for the commands whose work is long (reconcile, backfill, prune)."""
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="Draw a progress bar on stderr even when it is not a terminal (it is drawn on one anyway).",
+    )
+
+
 @contextmanager
 def progress(
-    stream: IO[str] | Any, description: str, total: int | None
-) -> Iterator[Callable[[int, int], None]]:
-    """A bar on `stream` (stderr) while the block runs; yields `update(done, total)`. Nothing is drawn when
-    `stream` is not a terminal, so tests and pipes see only the command's real output."""
+    stream: IO[str] | Any, description: str, total: int | None, *, force: bool = False
+) -> Iterator[Callable[[int, int | None], None]]:
+    """A bar on `stream` (stderr) while the block runs; yields `update(done, total)` (`total` None: a count
+    with no end known). Nothing is drawn when `stream` is not a terminal unless `force` (`--progress`), so
+    tests and pipes see only the command's real output."""
     # Django's OutputWrapper ends every write with a newline, which would break a live bar: draw on the
     # stream it wraps.
-    console = Console(file=getattr(stream, "_out", stream))
+    console = Console(file=getattr(stream, "_out", stream), force_terminal=True if force else None)
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -83,7 +93,7 @@ def progress(
     with bar:
         task = bar.add_task(description, total=total)
 
-        def update(done: int, of: int) -> None:
+        def update(done: int, of: int | None) -> None:
             bar.update(task, completed=done, total=of)
 
         yield update

@@ -32,7 +32,12 @@ from executions.services.finish import (
 )
 from executions.services.fire import Fire, execution_fire, execution_fire_batch
 from executions.services.fleet import fleet_start_firing, fleet_stop_firing, fleet_switch
-from executions.services.launch import AttemptReport, execution_launch_attempt, execution_launch_batch
+from executions.services.launch import (
+    AttemptReport,
+    execution_launch_attempt,
+    execution_launch_batch,
+    yield_to_recording,
+)
 from executions.services.manual import execution_rerun, execution_run_now
 from executions.services.retention import execution_prune, execution_prune_history
 from executions.services.sweep import PENDING_GRACE, SweepReport, execution_sweep
@@ -67,4 +72,5 @@ __all__ = [
     "fleet_start_firing",
     "fleet_stop_firing",
     "fleet_switch",
+    "yield_to_recording",
 ]

@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, Value, When
 
 from executions import policies
 from executions.launchers.base import LauncherConfigError, get_launcher, scrub
@@ -21,7 +20,7 @@ from executions.models import (
     ExecutionStatus,
 )
 from schedules.vocabulary import Priority
-from toolkit import broker, clock
+from toolkit import broker, bulk, clock
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +158,26 @@ def execution_enqueue(*, execution_id: uuid.UUID) -> bool:
     return bool(claimed)
 
 
+@dataclasses.dataclass(frozen=True)
+class Due:
+    """A pending run to send, with what its message needs. The fire path knows all of it as it records the
+    row (so sending a herd costs no read); other senders read it (`execution_enqueue_many`)."""
+
+    execution_id: uuid.UUID
+    priority: str
+    not_before: datetime | None
+    target: str
+    label: Mapping[str, str]
+
+
+def execution_send_after_commit(due: Sequence[Due]) -> None:
+    """After the transaction that recorded them commits, send `due` (`send_due`); a broker that refuses
+    leaves them pending for the sweeper."""
+    if due:
+        batch = list(due)
+        transaction.on_commit(lambda: _send_logged(batch), robust=True)
+
+
 def execution_enqueue_many_after_commit(execution_ids: Sequence[uuid.UUID]) -> None:
     if execution_ids:
         transaction.on_commit(lambda: _enqueue_many_logged(list(execution_ids)), robust=True)
@@ -171,37 +190,107 @@ def _enqueue_many_logged(execution_ids: list[uuid.UUID]) -> None:
         logger.warning("enqueue of %d executions failed: %s", len(execution_ids), scrub(str(exc)))
 
 
+def _send_logged(due: list[Due]) -> None:
+    try:
+        send_due(due)
+    except Exception as exc:  # the broker is down: the rows are pending again; the sweeper sends them
+        logger.warning("enqueue of %d executions failed: %s", len(due), scrub(str(exc)))
+
+
 def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:
-    """`execution_enqueue` for many rows: one read, compare-and-set UPDATEs (pending -> queued, each row
-    under a fresh task id), one publish batch. Runs due now on a target whose calls may be made together
-    (`Launcher.batchable`) go out as `executions.launch_batch` messages of up to
+    """`execution_enqueue` for many rows: one read of what their messages need, then `send_due`."""
+    rows = Execution.objects.filter(pk__in=execution_ids, status=ExecutionStatus.PENDING).values_list(
+        "pk", "priority", "not_before", "trigger__target", "slot", "trigger__name", "trigger__workflow_id"
+    )
+    return send_due(
+        [
+            Due(
+                pk,
+                priority,
+                not_before,
+                target,
+                run_label(trigger_name=name, workflow_id=workflow, slot=slot),
+            )
+            for pk, priority, not_before, target, slot, name, workflow in rows
+        ]
+    )
+
+
+def send_due(due: Sequence[Due]) -> int:
+    """Send pending runs: one compare-and-set UPDATE claims them all (pending -> queued, each under the task
+    id of the message that carries it), then one publish batch per task. Runs due now on a target whose
+    calls may be made together (`Launcher.batchable`) go out as `executions.launch_batch` messages of up to
     SCHEDULER_LAUNCH_BATCH_SIZE, the batch's task id on each row; the rest as one `executions.launch` each.
-    Rows the sweeper flipped first keep its task id and are not sent again. Returns how many were sent."""
+    Runs further off than `retry_cap` stay pending (the sweeper sends them when near); rows the sweeper
+    flipped first keep its task id and are not sent again. Returns how many were sent."""
     now = clock.now()
     cap = retry_cap()
     size = settings.SCHEDULER_LAUNCH_BATCH_SIZE
     batchable: dict[str, bool] = {}
     singles: list[Launch] = []
-    grouped: dict[str, list[uuid.UUID]] = {}
-    labels: dict[uuid.UUID, dict[str, str]] = {}
-    for pk, priority, not_before, target, slot, name, workflow in Execution.objects.filter(
-        pk__in=execution_ids, status=ExecutionStatus.PENDING
-    ).values_list(
-        "pk", "priority", "not_before", "trigger__target", "slot", "trigger__name", "trigger__workflow_id"
-    ):
-        countdown = (not_before - now).total_seconds() if not_before else 0.0
+    grouped: dict[str, list[Due]] = {}
+    for row in due:
+        countdown = (row.not_before - now).total_seconds() if row.not_before else 0.0
         if countdown > cap:
             continue  # further off (catch-up spread): the sweeper sends it when it is near
-        labels[pk] = run_label(trigger_name=name, workflow_id=workflow, slot=slot)
-        if countdown <= 0 and size > 1 and _batchable(target, batchable):
-            grouped.setdefault(priority, []).append(pk)
+        if countdown <= 0 and size > 1 and _batchable(row.target, batchable):
+            grouped.setdefault(row.priority, []).append(row)
         else:
-            singles.append(Launch(pk, str(uuid.uuid4()), priority, max(0.0, countdown), labels[pk]))
-    sent = _claim_and_publish_singles(singles, now=now)
-    for priority, pks in grouped.items():
-        for start in range(0, len(pks), size):
-            sent += _claim_and_publish_batch(pks[start : start + size], priority, now=now, labels=labels)
-    return sent
+            singles.append(
+                Launch(row.execution_id, str(uuid.uuid4()), row.priority, max(0.0, countdown), row.label)
+            )
+    batches = [
+        (str(uuid.uuid4()), priority, rows[start : start + size])
+        for priority, rows in grouped.items()
+        for start in range(0, len(rows), size)
+    ]
+    claims = {launch.execution_id: launch.task_id for launch in singles}
+    claims.update((row.execution_id, task_id) for task_id, _, rows in batches for row in rows)
+    ours = _claim(claims, now=now)
+    singles = [launch for launch in singles if launch.execution_id in ours]
+    messages = []
+    for task_id, priority, rows in batches:
+        kept = [row for row in rows if row.execution_id in ours]
+        if kept:
+            messages.append(
+                broker.TaskMessage(
+                    args=[[str(row.execution_id) for row in kept]],
+                    task_id=task_id,
+                    priority=policies.priority_value(priority),
+                    kwargsrepr=repr(batch_label([row.label for row in kept])),
+                )
+            )
+    try:
+        publish_many(singles)
+    except Exception:
+        _back_to_pending(list(ours), list(claims.values()))  # nothing of this call went out
+        raise
+    if messages:
+        _publish_batches(messages, claims)
+    return len(ours)
+
+
+def _claim(claims: Mapping[uuid.UUID, str], *, now: datetime) -> set[uuid.UUID]:
+    """pending -> queued under each row's task id, in one statement; returns the rows this call holds (a row
+    the sweeper or another sender flipped first is theirs)."""
+    rows = [
+        Execution(pk=pk, status=ExecutionStatus.QUEUED, queued_at=now, task_id=task_id, updated_at=now)
+        for pk, task_id in claims.items()
+    ]
+    return bulk.update_each(
+        rows, ["status", "queued_at", "task_id", "updated_at"], only_if={"status": ExecutionStatus.PENDING}
+    )
+
+
+def _publish_batches(messages: list[broker.TaskMessage], claims: Mapping[uuid.UUID, str]) -> None:
+    from celery import current_app as app
+
+    try:
+        broker.publish_batch(app, LAUNCH_BATCH_TASK, messages)
+    except Exception:
+        ids = {message.task_id for message in messages}
+        _back_to_pending([pk for pk, task_id in claims.items() if task_id in ids], list(ids))
+        raise
 
 
 #: How many runs a batch message names in monitoring; the rest are counted.
@@ -225,51 +314,3 @@ def _batchable(target: str, known: dict[str, bool]) -> bool:
         except LauncherConfigError:
             known[target] = False  # the single path records the misconfiguration on the run
     return known[target]
-
-
-def _claim_and_publish_singles(launches: list[Launch], *, now: datetime) -> int:
-    if not launches:
-        return 0
-    task_ids = Case(*(When(pk=launch.execution_id, then=Value(launch.task_id)) for launch in launches))
-    claimed = Execution.objects.filter(
-        pk__in=[launch.execution_id for launch in launches], status=ExecutionStatus.PENDING
-    ).update(status=ExecutionStatus.QUEUED, queued_at=now, task_id=task_ids, updated_at=now)
-    if claimed < len(launches):
-        ours = set(
-            Execution.objects.filter(
-                pk__in=[launch.execution_id for launch in launches],
-                task_id__in=[launch.task_id for launch in launches],
-            ).values_list("pk", flat=True)
-        )
-        launches = [launch for launch in launches if launch.execution_id in ours]
-    publish_many(launches)
-    return len(launches)
-
-
-def _claim_and_publish_batch(
-    pks: list[uuid.UUID], priority: str, *, now: datetime, labels: Mapping[uuid.UUID, Mapping[str, str]]
-) -> int:
-    """One `executions.launch_batch` message; every row it carries holds its task id, so the message is
-    each row's current one (a retry or resend later gives a row its own)."""
-    from celery import current_app as app
-
-    task_id = str(uuid.uuid4())
-    claimed = Execution.objects.filter(pk__in=pks, status=ExecutionStatus.PENDING).update(
-        status=ExecutionStatus.QUEUED, queued_at=now, task_id=task_id, updated_at=now
-    )
-    if claimed < len(pks):
-        pks = list(Execution.objects.filter(pk__in=pks, task_id=task_id).values_list("pk", flat=True))
-    if not pks:
-        return 0
-    message = broker.TaskMessage(
-        args=[[str(pk) for pk in pks]],
-        task_id=task_id,
-        priority=policies.priority_value(priority),
-        kwargsrepr=repr(batch_label([labels[pk] for pk in pks if pk in labels])),
-    )
-    try:
-        broker.publish_batch(app, LAUNCH_BATCH_TASK, [message])
-    except Exception:
-        _back_to_pending(pks, [task_id])
-        raise
-    return len(pks)

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import DatabaseError, transaction
 
-from executions import policies, selectors
+from executions import events, policies, selectors
 from executions.models import (
     ACTIVE_STATUSES,
     Execution,
@@ -29,7 +29,7 @@ from schedules import services as trigger_services
 from schedules import timing, validation
 from schedules.models import OverlapPolicy, Trigger, TriggerStatus
 from schedules.selectors import Limits
-from toolkit import clock, ids, logcontext, metrics
+from toolkit import bulk, clock, ids, logcontext, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -188,13 +188,20 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
                 book.forget(trigger, mark)
                 trigger.refresh_from_db()
         created = _insert(book.decided, book)
+        events.announce_recorded(created)  # skipped / missed slots, to subscribers (nothing when none)
         trigger_services.triggers_save_slots(triggers=[triggers[pk] for pk in book.touched], ended=ended)
-        dispatch.execution_enqueue_many_after_commit(
-            [row.pk for row in created if row.status == ExecutionStatus.PENDING]
+        dispatch.execution_send_after_commit(
+            [_due(row, triggers[row.trigger_id]) for row in created if row.status == ExecutionStatus.PENDING]
         )
     metrics.runs_recorded(created)
     metrics.slots_after_end(book.after_end)
     return created
+
+
+def _due(row: Execution, trigger: Trigger) -> dispatch.Due:
+    """What the launch message of a row just recorded needs, from the trigger the batch already holds."""
+    label = dispatch.run_label(trigger_name=trigger.name, workflow_id=trigger.workflow_id, slot=row.slot)
+    return dispatch.Due(row.pk, row.priority, row.not_before, trigger.target, label)
 
 
 def _lock_triggers(fires: Sequence[Fire]) -> dict[uuid.UUID, Trigger]:
@@ -438,8 +445,7 @@ def _insert(rows: Sequence[Execution], book: _Book) -> list[Execution]:
     code, is the guarantee)."""
     fresh = [row for row in rows if row.pk not in book.saved]
     if fresh:
-        Execution.objects.bulk_create(fresh, ignore_conflicts=True, batch_size=500)
-        written = set(Execution.objects.filter(pk__in=[row.pk for row in fresh]).values_list("pk", flat=True))
+        written = bulk.insert_new(fresh)
         for row in fresh:
             if row.pk in written:
                 book.saved.add(row.pk)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 
+import redis
 from django.conf import settings
 from django.db import connections, transaction
 
@@ -44,7 +45,7 @@ from executions.services.finish import (
 )
 from schedules import services as trigger_services
 from schedules.models import Trigger
-from toolkit import bulk, clock, ids, logcontext, metrics
+from toolkit import broker, bulk, clock, ids, logcontext, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +152,43 @@ def _call_in_thread(claim: _Claim) -> LaunchResult:
         return _call(claim)
     finally:
         connections.close_all()
+
+
+#: How long the fire queue may stay as deep as it is before a launch batch stops yielding to it: it is
+#: then not being drained (the `worker` role down or busy elsewhere), and waiting would only delay launches.
+YIELD_STALL_SECONDS = 1.0
+
+
+@functools.cache
+def _broker_client(url: str) -> redis.Redis:
+    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+
+
+def yield_to_recording() -> str:
+    """Recording first. A herd's fires and its launches share the machine's cores and the database; left to
+    compete, recording 10,000 slots took 20 s where it takes a few alone, so users saw their runs recorded
+    late. A fresh launch batch therefore waits while fire batches are queued and being drained, at most
+    SCHEDULER_LAUNCH_YIELD_SECONDS, and not at all once the queue stops draining for a second (the fire
+    role is down: launches must not stall behind it). Only fresh runs wait: retries and resends are single
+    `urgent` messages and keep their timing; a run waiting here has no attempt yet, so no deadline runs.
+    Nor does a batch wait while a retry or resend is queued: every launcher thread parked here would hold it
+    back past its planned time. Returns why it stopped waiting (`toolkit.broker.wait_while_draining`), or
+    "off"."""
+    limit = float(settings.SCHEDULER_LAUNCH_YIELD_SECONDS)
+    if limit <= 0:
+        return "off"
+    client = _broker_client(settings.CELERY_BROKER_URL)
+    fires = settings.SCHEDULER_FIRE_QUEUE
+    launches = settings.CELERY_TASK_ROUTES[dispatch.LAUNCH_TASK]["queue"]
+    follow_up = policies.priority_value(dispatch.FOLLOW_UP_PRIORITY)
+
+    def fires_waiting() -> int:
+        lengths = broker.queue_lengths(client, [fires, launches])
+        if lengths[launches].get(follow_up):
+            return 0  # a retry or resend is due: this batch goes now, so a thread frees for it at once
+        return sum(lengths[fires].values())
+
+    return broker.wait_while_draining(fires_waiting, limit=limit, stall=YIELD_STALL_SECONDS)
 
 
 def execution_launch_batch(*, execution_ids: Sequence[uuid.UUID | str], task_id: str) -> list[AttemptReport]:

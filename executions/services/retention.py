@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.db import transaction
@@ -19,14 +20,25 @@ from toolkit import clock
 
 logger = logging.getLogger(__name__)
 
+#: Told (rows deleted so far, total or None) after each batch.
+Progress = Callable[[int, int | None], None]
 
-def execution_prune(*, older_than: timedelta, dry_run: bool = False, batch_size: int = 1000) -> int:
+
+def execution_prune(
+    *,
+    older_than: timedelta,
+    dry_run: bool = False,
+    batch_size: int = 1000,
+    progress: Progress | None = None,
+) -> int:
     """Delete finished executions (and their attempts) that ended more than `older_than` ago; return how
     many (or, with `dry_run`, would be). Runs that have not ended are never pruned, whatever their age.
     Trigger counters live on the trigger, so they survive; so does the exactly-once guard, which also
     refuses slots at or before the trigger's `last_slot` (see `execution_fire`). Deleted in batches, each
     its own short transaction, so a large purge never holds long locks. Task results of the Celery
-    launcher older than the cutoff go too (beat's own `backend_cleanup` does not run under our scheduler)."""
+    launcher older than the cutoff go too (beat's own `backend_cleanup` does not run under our scheduler).
+    `progress(deleted so far, None)` is called after each batch (the CLI's bar; no total: counting first
+    would cost as much as a dry run)."""
     cutoff = clock.now() - older_than
     old = Execution.objects.filter(status__in=FINISHED_STATUSES).filter(
         Q(finished_at__lt=cutoff) | Q(finished_at__isnull=True, created_at__lt=cutoff)
@@ -38,6 +50,8 @@ def execution_prune(*, older_than: timedelta, dry_run: bool = False, batch_size:
         with transaction.atomic():
             Execution.objects.filter(pk__in=ids).delete()
         total += len(ids)
+        if progress is not None:
+            progress(total, None)
     from django_celery_results.models import TaskResult
 
     TaskResult.objects.filter(date_done__lt=cutoff).delete()
@@ -51,7 +65,9 @@ HISTORY_LIMITS = (
 )
 
 
-def execution_prune_history(*, dry_run: bool = False, batch_size: int = 1000) -> int:
+def execution_prune_history(
+    *, dry_run: bool = False, batch_size: int = 1000, progress: Progress | None = None
+) -> int:
     """Per-trigger history limits (`keep_succeeded`, `keep_failed`): of each trigger that sets one, delete
     its succeeded (or failed and timed-out) runs beyond the newest N, newest by when they were recorded;
     return how many (or, with `dry_run`, would be). Only those finished states are ever selected, so a run
@@ -76,6 +92,8 @@ def execution_prune_history(*, dry_run: bool = False, batch_size: int = 1000) ->
                     # The status is checked again as it is deleted: a row that changed state meanwhile stays.
                     Execution.objects.filter(pk__in=ids, status__in=statuses).delete()
                 total += len(ids)
+                if progress is not None:
+                    progress(total, None)
                 if len(ids) < batch_size:
                     break
     if total:

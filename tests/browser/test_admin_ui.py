@@ -161,3 +161,34 @@ def test_a_triggers_history_page_is_its_audit_trail(page: Page, app: App, operat
     assert "Audit me → Audited" in " ".join(table.split())
     assert table.count("operator") >= 4
     screenshot(page, "09-trigger-history")
+
+
+def test_the_dashboard_refreshes_itself_in_place(page: Page, app: App, operator) -> None:
+    """Every 30 s the page fetches itself and swaps in the new content: a trigger added meanwhile appears in
+    the heatmap, the reader's scroll position stays, and unticking the box is remembered. The page's timers
+    run on Playwright's clock, so the test waits for no real 30 s."""
+    services.trigger_register(
+        owner=operator, name="Hourly sync", workflow_id="wf-sync", cron_expression="0 * * * *"
+    )
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.clock.install()
+    log_in(page, app)
+    page.goto(app.url("/admin/dashboard/"))
+    heatmap = page.locator("#heatmap")
+    expect(heatmap).to_contain_text("Hourly sync")
+    page.evaluate("window.scrollTo(0, 600)")
+    scrolled = page.evaluate("window.scrollY")
+    assert scrolled > 0
+
+    services.trigger_register(
+        owner=operator, name="Added meanwhile", workflow_id="wf-new", cron_expression="*/5 * * * *"
+    )
+    page.clock.run_for(31_000)
+    expect(heatmap).to_contain_text("Added meanwhile")
+    assert page.evaluate("window.scrollY") == scrolled, "the reader stays where they were"
+    expect(page.locator("#sched-refresh input")).to_be_checked()
+
+    page.locator("#sched-refresh input").uncheck()
+    page.reload()
+    expect(page.locator("#sched-refresh input")).not_to_be_checked()
+    screenshot(page, "10-dashboard-refresh-off-phone")

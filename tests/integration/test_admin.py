@@ -385,7 +385,7 @@ def act(client: Client, action: str, *objs, url: str = TRIGGERS):
 def test_pause_and_resume_actions_say_what_happened(admin_client: Client, user, frozen_clock) -> None:
     a, b = register(user, name="a"), register(user, name="b")
     response = act(admin_client, "pause", a, b)
-    assert sorted(texts(response)) == ["Paused “a”.", "Paused “b”."]
+    assert sorted(texts(response)) == ["Paused 2 of 2 triggers.", "Paused “a”.", "Paused “b”."]
     a.refresh_from_db()
     assert (a.status, a.paused_reason, a.next_run_at) == ("paused", "paused by admin in the admin", None)
 
@@ -405,13 +405,14 @@ def test_an_operation_refused_for_one_trigger_still_runs_for_the_rest(
     assert texts(response) == [
         "Could not pause “done”: a completed trigger cannot be paused",
         "Paused “fine”.",
+        "Paused 1 of 2 triggers; 1 refused.",
     ]
     assert Trigger.objects.get(pk=fine.pk).status == TriggerStatus.PAUSED
 
 
 def test_bulk_operations_summarise(admin_client: Client, user, frozen_clock) -> None:
     triggers = [register(user, name=f"t{i}") for i in range(7)]
-    assert texts(act(admin_client, "pause", *triggers)) == ["Paused 7 triggers."]
+    assert texts(act(admin_client, "pause", *triggers)) == ["Paused 7 of 7 triggers."]
 
 
 def test_sync_to_beat_calls_the_sync(admin_client: Client, user, frozen_clock, beat_sync_calls) -> None:
@@ -569,6 +570,7 @@ def test_cancel_action(admin_client: Client, user, frozen_clock) -> None:
         f"Could not cancel “nightly, slot {utc_wall(ended.slot)} ({str(ended.pk)[:8]})”: it has already ended"
         " (succeeded)",
         f"Cancelled “nightly, slot {utc_wall(waiting.slot)} ({str(waiting.pk)[:8]})”.",
+        "Cancelled 1 of 2 executions; 1 refused.",
     ]
 
 

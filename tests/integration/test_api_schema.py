@@ -61,7 +61,9 @@ EXPECTED_PATHS = {
     "/api/_flows/{name}/schedules/", "/api/_flows/{name}/schedules/{id}/", "/api/v1/agent-tools/",
     "/api/v1/agent-tools/call/", "/api/agent/execute/", "/schedules/upsert/", "/schedules/",
     "/schedules/{schedule_id}/", "/schedules/{schedule_id}/pause/", "/schedules/{schedule_id}/runs/",
-    "/run-launcher/start/",
+    "/run-launcher/start/", "/api/v1/notifications/subscriptions/",
+    "/api/v1/notifications/subscriptions/{id}/", "/api/v1/notifications/deliveries/",
+    "/api/v1/notifications/deliveries/{id}/",
 }  # fmt: skip
 
 

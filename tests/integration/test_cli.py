@@ -5,6 +5,7 @@ services as the API. The clock is frozen."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 from io import StringIO
 from typing import Any
@@ -293,3 +294,31 @@ def test_sync_check_exits_1_on_drift_with_json_then_0_once_repaired(fleet, redis
     assert "1 added" in run("sync_schedules")
     assert run_json("sync_schedules", "--check")["drift"] is False
     assert run("sync_schedules", "--check").splitlines()[0].startswith("reconcile (dry run")
+
+
+# --- progress ---------------------------------------------------------------------------------------------
+
+
+def with_stderr(*args: str) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+@pytest.mark.usefixtures("redis_client")
+@pytest.mark.parametrize(
+    ("args", "bar"),
+    [
+        pytest.param(("sync_schedules",), "reconcile", id="reconcile"),
+        pytest.param(
+            ("triggers", "backfill", "morning-report", *WEEK), "backfill morning-report", id="backfill"
+        ),
+    ],
+)
+def test_long_commands_draw_progress_only_on_a_terminal_or_when_asked(fleet, args, bar) -> None:
+    _, err = with_stderr(*args)
+    assert err == "", "captured stderr is not a terminal: no bar"
+    out, drawn = with_stderr(*args, "--progress")
+    assert bar in drawn
+    assert "100%" in drawn or re.search(r"(?<!\d)(\d+)/\1(?!\d)", drawn), "the bar ends complete"
+    assert "\x1b[" not in out, "stdout stays the plain text a script reads"

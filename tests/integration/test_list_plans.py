@@ -56,6 +56,7 @@ ADMIN_PAGES = [
     "/admin/executions/execution/", "/admin/executions/execution/?status__exact=failed",
     "/admin/executions/execution/?origin__exact=manual", "/admin/executions/execution/?q=night",
     "/admin/executions/execution/?created_at__gte=2026-03-01+00%3A00%3A00%2B00%3A00",
+    "/admin/executions/execution/?attention=failed", "/admin/executions/execution/?attention=stuck",
 ]  # fmt: skip
 
 

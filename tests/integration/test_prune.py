@@ -121,3 +121,16 @@ def test_parse_age(text, expected):
 def test_parse_age_refuses(text):
     with pytest.raises(ValueError):  # noqa: PT011 - the message is checked by the command test
         policies.parse_age(text)
+
+
+def test_prune_draws_progress_when_asked(trigger):
+    for _ in range(3):
+        aged(trigger, ExecutionStatus.SUCCEEDED, age=timedelta(days=100))
+    out, err = StringIO(), StringIO()
+    call_command("prune_executions", "--older-than", "90d", "--progress", stdout=out, stderr=err)
+    assert "deleted 3 execution(s)" in out.getvalue()
+    assert "prune by age" in err.getvalue()
+    assert "3" in err.getvalue().split("prune by age")[-1], "the bar counts what went"
+    quiet = StringIO()
+    call_command("prune_executions", "--older-than", "90d", stdout=StringIO(), stderr=quiet)
+    assert quiet.getvalue() == "", "no bar when stderr is not a terminal and none was asked for"

@@ -14,7 +14,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("scheduler_project", "operations", "executions", "schedules", "toolkit")
+PACKAGES = ("scheduler_project", "operations", "notifications", "executions", "schedules", "toolkit")
 
 
 def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
@@ -77,8 +77,8 @@ def test_no_import_cycle_between_modules() -> None:
 
 
 def test_layer_contracts_hold() -> None:
-    """project package -> operations -> executions -> schedules -> toolkit; pure modules stay pure; only the
-    RedBeat module imports RedBeat (pyproject.toml [tool.importlinter])."""
+    """project package -> operations -> notifications -> executions -> schedules -> toolkit; pure modules
+    stay pure; only the RedBeat module imports RedBeat (pyproject.toml [tool.importlinter])."""
     lint_imports = Path(sys.executable).parent / "lint-imports"
     done = subprocess.run(
         [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120

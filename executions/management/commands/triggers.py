@@ -99,6 +99,7 @@ class Command(BaseCommand):
         backfill.add_argument("--end", required=True, help="ISO 8601 instant with an offset (inclusive).")
         backfill.add_argument("--dry-run", action="store_true", help="List the slots; change nothing.")
         backfill.add_argument("--spread", type=int, default=0, help="Spread the launches over N seconds.")
+        cli.add_progress_argument(backfill)
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
@@ -206,11 +207,19 @@ class Command(BaseCommand):
         )
 
     def do_backfill(
-        self, *, trigger: str, start: str, end: str, dry_run: bool, spread: int, **options: Any
+        self,
+        *,
+        trigger: str,
+        start: str,
+        end: str,
+        dry_run: bool,
+        spread: int,
+        progress: bool = False,
+        **options: Any,
     ) -> None:
         found = selectors.trigger_find(ref=trigger)
         bounds = {name: _instant(value, name) for name, value in (("start", start), ("end", end))}
-        with cli.progress(self.stderr, f"backfill {found.name}", None) as update:
+        with cli.progress(self.stderr, f"backfill {found.name}", None, force=progress) as update:
             report = execution_services.execution_backfill(
                 trigger=found,
                 dry_run=dry_run,
@@ -219,6 +228,7 @@ class Command(BaseCommand):
                 progress=update,
                 **bounds,
             )
+            update(len(report.slots), len(report.slots))  # whole even when every slot was already recorded
         counts = report.as_json()["counts"]
         table = cli.table(
             ("slot", "outcome", "status", "reason", "execution"),

@@ -39,6 +39,7 @@ class Command(BaseCommand):
             help="A dry run that exits 1 when it finds drift between the database and Redis (0 when none).",
         )
         parser.add_argument("--json", action="store_true", help="Print the report as JSON.")
+        cli.add_progress_argument(parser)
 
     def handle(
         self,
@@ -46,11 +47,12 @@ class Command(BaseCommand):
         dry_run: bool = False,
         check: bool = False,
         json: bool = False,
+        progress: bool = False,
         verbosity: int = 1,
         **options: Any,
     ) -> None:
         total = Trigger.objects.active().count()
-        with cli.progress(self.stderr, "reconcile", total) as update:
+        with cli.progress(self.stderr, "reconcile", total, force=progress) as update:
             pages = 0
 
             def pause() -> None:
