@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 
-from executions import selectors
+from executions import events, selectors
 from executions.launchers.base import (
     clip_result,
     get_launcher,
@@ -135,6 +135,7 @@ def skip_out_of_credit(trigger: Trigger, execution: Execution, *, now: datetime)
     execution.skip_reason = SkipReason.CREDITS_EXHAUSTED
     finish(trigger, execution, ExecutionStatus.SKIPPED, now=now)
     transaction.on_commit(lambda: metrics.runs_skipped([SkipReason.CREDITS_EXHAUSTED]), robust=True)
+    events.announce_recorded([execution])  # to subscribers of skipped runs, as the fire path's skips are
 
 
 def promote_waiting(trigger: Trigger) -> None:

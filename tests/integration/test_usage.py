@@ -232,6 +232,18 @@ def test_a_run_now_of_an_owner_with_no_credit_left_is_skipped_at_its_launch(mete
     assert metered.last_status == ExecutionStatus.SKIPPED
 
 
+def test_a_skip_at_the_launch_is_announced_like_the_fire_paths_skips(metered, broker, monkeypatch):
+    """Subscribers to skipped runs hear of it (the notifications' `skipped` event, reason named)."""
+    from executions import events
+    from toolkit.events import EventKind
+
+    heard = []
+    monkeypatch.setattr(events.events, "wanted", lambda: frozenset({EventKind.SKIPPED}))
+    monkeypatch.setattr(events.events, "emit_after_commit", heard.extend)
+    deliver(broker, services.execution_run_now(trigger=metered))
+    assert [(e.kind, e.reason, e.count) for e in heard] == [("skipped", "credits_exhausted", 1)]
+
+
 def test_a_launch_batch_sends_runs_of_an_owner_with_no_credit_left_to_be_skipped(
     metered, broker, make_trigger, other_user
 ):
