@@ -5,8 +5,10 @@ re-run one (a new execution pointing at the original) — are operations calling
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
@@ -17,7 +19,15 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from executions import selectors, services
-from executions.models import UNSUCCESSFUL_STATUSES, Attempt, Execution, ExecutionOrigin, SkipReason
+from executions.models import (
+    UNSUCCESSFUL_STATUSES,
+    Attempt,
+    CreditBudget,
+    Execution,
+    ExecutionOrigin,
+    SkipReason,
+)
+from executions.services import credits as credit_services
 from toolkit import clock
 from toolkit.admin import (
     EstimatedCountPaginator,
@@ -85,6 +95,32 @@ class ExecutionDisplay:
     @admin.display(description="duration", ordering="duration_ms")
     def duration(self, obj: Execution) -> str:
         return duration_text(obj.duration_ms)
+
+    @admin.display(description="credits", ordering="credits_used")
+    def credits(self, obj: Execution) -> str:
+        return "—" if obj.credits_used is None else amount_text(obj.credits_used)
+
+    @admin.display(description="usage")
+    def usage_text(self, obj: Execution) -> str:
+        """What the run reported using, in one line ("2 credits, 1,200 in / 300 out tokens, cost 0.0081")."""
+        usage = obj.usage
+        if usage is None:
+            return "—"
+        parts = []
+        if usage.credits is not None:
+            parts.append(f"{amount_text(usage.credits)} credits")
+        if usage.input_tokens is not None or usage.output_tokens is not None:
+            tokens = (f"{n:,}" if n is not None else "?" for n in (usage.input_tokens, usage.output_tokens))
+            parts.append("{} in / {} out tokens".format(*tokens))
+        if usage.cost is not None:
+            parts.append(f"cost {amount_text(usage.cost)}")
+        return ", ".join(parts)
+
+
+def amount_text(value: Decimal) -> str:
+    """A credits or cost figure without the column's trailing zeros (2.500000 -> 2.5, 3.000000 -> 3)."""
+    text = f"{value:,.6f}".rstrip("0").rstrip(".")
+    return text or "0"
 
 
 class LatestExecutionsInline(ReadOnlyAdminMixin, ExecutionDisplay, admin.TabularInline):
@@ -237,8 +273,8 @@ class AttentionFilter(admin.SimpleListFilter):
 @admin.register(Execution)
 class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admin.ModelAdmin):
     list_display = (
-        "short_id", "trigger_link", "slot_when", "status_badge", "attempts", "duration", "origin_label",
-        "recorded",
+        "short_id", "trigger_link", "slot_when", "status_badge", "attempts", "duration", "credits",
+        "origin_label", "recorded",
     )  # fmt: skip
     # Recorded-at as a filter of fixed ranges, not a date hierarchy: the hierarchy lists the days that hold
     # runs with a DISTINCT over the whole history on every page load.
@@ -262,6 +298,7 @@ class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admi
                              "finished", "duration")}),
         ("Launch", {"fields": ("attempts", "priority", "launched_by", "requested_by", "requested",
                                "idempotency_key", "rerun_of_link", "reruns_links", "task_id", "run_id")}),
+        ("Usage", {"fields": ("usage_text", "credits_used", "input_tokens", "output_tokens", "cost")}),
         ("Data", {"fields": ("input_json", "result_json")}),
     )  # fmt: skip
 
@@ -342,3 +379,112 @@ class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admi
 
 def _json_block(value: Any) -> SafeString:
     return format_html('<pre class="sched-json">{}</pre>', json.dumps(value, indent=2, sort_keys=True))
+
+
+class CreditBudgetForm(forms.ModelForm):
+    reset = forms.BooleanField(
+        required=False, help_text="Count usage afresh from now (credits used back to 0), as on a new plan."
+    )
+
+    class Meta:
+        model = CreditBudget
+        fields = ("owner", "credits", "period", "note")
+
+    def clean(self) -> dict[str, Any]:
+        """The service's checks, so the admin says what the API says (field by field)."""
+        cleaned = super().clean() or {}
+        if "credits" in cleaned:
+            try:
+                credit_services.credit_budget_check(
+                    credits=cleaned["credits"], period=cleaned.get("period", ""), note=cleaned.get("note", "")
+                )
+            except ValidationError as exc:
+                for field, messages in exc.message_dict.items():
+                    self.add_error(field if field in self.fields else None, messages)
+        return cleaned
+
+
+@admin.register(CreditBudget)
+class CreditBudgetAdmin(admin.ModelAdmin):
+    """Per-user credit allowances; saved through `services.credit_budget_set`. A run due while its owner has
+    no credit left is recorded skipped (`credits_exhausted`): the list shows who is there."""
+
+    form = CreditBudgetForm
+    list_display = ("owner", "allowance", "used", "left", "standing", "since_text", "note")
+    search_fields = ("owner__username",)
+    autocomplete_fields = ("owner",)
+    list_select_related = ("owner",)
+    actions = ("reset_usage",)
+
+    def get_fields(self, request: HttpRequest, obj: CreditBudget | None = None) -> Any:
+        fields = ["owner", "credits", "period", "note", "reset"]
+        return [*fields, "used", "left", "since_text"] if obj is not None else fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: CreditBudget | None = None) -> tuple[str, ...]:
+        return ("owner", "used", "left", "since_text") if obj is not None else ()
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        """Each budget with its owner's credits used, in the page's own query (`budgets_with_usage`)."""
+        return selectors.budgets_with_usage(super().get_queryset(request), now=clock.now())
+
+    @staticmethod
+    def _standing(obj: CreditBudget) -> selectors.CreditStanding | None:
+        if not hasattr(obj, "used"):  # a row not read through get_queryset (just saved)
+            return None
+        return selectors.standing(obj, now=clock.now())
+
+    @admin.display(description="allowance", ordering="credits")
+    def allowance(self, obj: CreditBudget) -> str:
+        per = f" per {obj.period}" if obj.period else " (no period)"
+        return f"{amount_text(obj.credits)}{per}"
+
+    @admin.display(description="used")
+    def used(self, obj: CreditBudget) -> str:
+        standing = self._standing(obj)
+        return "—" if standing is None else amount_text(standing.used)
+
+    @admin.display(description="left")
+    def left(self, obj: CreditBudget) -> str:
+        standing = self._standing(obj)
+        return "—" if standing is None else amount_text(standing.left)
+
+    @admin.display(description="standing")
+    def standing(self, obj: CreditBudget) -> SafeString | str:
+        standing = self._standing(obj)
+        if standing is None:
+            return "—"
+        if standing.exhausted:
+            return badge("skipped", "used up", title=SkipReason.CREDITS_EXHAUSTED.label)
+        return badge("succeeded", "has credit")
+
+    @admin.display(description="counted since")
+    def since_text(self, obj: CreditBudget) -> SafeString | str:
+        standing = self._standing(obj)
+        return "—" if standing is None else instant(standing.since)
+
+    def save_model(self, request: HttpRequest, obj: CreditBudget, form: Any, change: bool) -> None:
+        saved = credit_services.credit_budget_set(
+            owner=obj.owner,
+            credits=obj.credits,
+            period=obj.period,
+            note=obj.note,
+            reset=bool(form.cleaned_data.get("reset")),
+        )
+        obj.counted_from = saved.counted_from
+
+    def delete_model(self, request: HttpRequest, obj: CreditBudget) -> None:
+        credit_services.credit_budget_delete(owner=obj.owner)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        for budget in queryset.select_related("owner"):
+            credit_services.credit_budget_delete(owner=budget.owner)
+
+    @admin.action(description="Reset credits used (count from now)")
+    def reset_usage(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = 0
+        for budget in queryset.select_related("owner"):
+            credit_services.credit_budget_set(
+                owner=budget.owner, credits=budget.credits, period=budget.period, note=budget.note, reset=True
+            )
+            count += 1
+        self.message_user(request, f"Reset the credits used of {count} budget{'s' if count != 1 else ''}.")

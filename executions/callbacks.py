@@ -4,7 +4,9 @@ A plain Django view, outside DRF's authentication: the caller is a target, not a
 with `X-Scheduler-Signature` (HMAC of the raw body with `INTERNAL_API_SECRET`, timestamp within 5 minutes;
 see `executions.signing`). The order of checks is deliberate: the signature first (403, so an unsigned
 caller learns nothing, not even whether an id exists), then the id (404), then the body (400 naming the
-field). Answers:
+field, e.g. `{"usage.inputTokens": ["must be a non-negative whole number"]}`). The body:
+`{"status": "succeeded"|"failed"|"cancelled", "result"?, "error"?, "runId"?, "usage"?: {"credits",
+"inputTokens", "outputTokens", "cost"}}` (usage: `executions.usage`). Answers:
 
 * 200 — recorded, or the run already had exactly this end (a retried callback changes nothing);
 * 409 — the run already ended differently (we timed it out or cancelled it first); nothing changes.
@@ -23,6 +25,7 @@ from django.views.decorators.http import require_POST
 
 from executions import services, signing
 from executions.models import Execution, ExecutionStatus
+from executions.usage import UsageError, parse_usage
 from toolkit import clock
 
 #: The ends a target may report (timing out is the scheduler's own decision).
@@ -58,7 +61,17 @@ def parse_completion(body: bytes) -> dict[str, Any]:
         run_id = ""
     if not isinstance(run_id, str | int) or isinstance(run_id, bool) or len(str(run_id)) > 200:
         raise BodyError("runId", "must be a string of at most 200 characters")
-    return {"status": status, "result": document.get("result"), "error": error, "run_id": str(run_id)}
+    try:
+        usage = parse_usage(document.get("usage"))
+    except UsageError as exc:
+        raise BodyError(exc.field, exc.message) from None
+    return {
+        "status": status,
+        "result": document.get("result"),
+        "error": error,
+        "run_id": str(run_id),
+        "usage": usage,
+    }
 
 
 @csrf_exempt

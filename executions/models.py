@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import Q
 
 from executions.policies import SkipReason
+from executions.usage import BudgetPeriod, Usage
 from schedules.models import Priority, Trigger
 
 
@@ -135,6 +136,27 @@ class Execution(models.Model):
     started_at = models.DateTimeField(null=True, blank=True, help_text="When the target accepted the run.")
     finished_at = models.DateTimeField(null=True, blank=True, help_text="When the run ended.")
     duration_ms = models.PositiveBigIntegerField(null=True, blank=True, help_text="Run time in milliseconds.")
+    # What the run used, as its target reported it (sync answer, poll or callback); empty: not reported.
+    credits_used = models.DecimalField(
+        max_digits=18,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Credits the target reported this run used; counted against its owner's credit budget.",
+    )
+    input_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Input (prompt) tokens the target reported."
+    )
+    output_tokens = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Output (completion) tokens the target reported."
+    )
+    cost = models.DecimalField(
+        max_digits=18,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Cost the target reported (in the currency its operator's targets agree on).",
+    )
     created_at = models.DateTimeField(
         auto_now_add=True, db_index=True, help_text="When the row was recorded."
     )
@@ -166,6 +188,14 @@ class Execution(models.Model):
             models.Index(fields=["status", "created_at"], name="execution_status_created"),
             models.Index(fields=["origin", "created_at"], name="execution_origin_created"),
             models.Index(fields=["run_id"], name="execution_run_id", condition=~Q(run_id="")),
+            # An owner's credits used since a budget period began (`selectors.credit_standing_of`): only
+            # runs that reported credits, by trigger and end, carrying the amount (index-only on PostgreSQL).
+            models.Index(
+                fields=["trigger", "finished_at"],
+                name="execution_credits_used",
+                condition=Q(credits_used__isnull=False),
+                include=["credits_used"],
+            ),
         ]
 
     def __str__(self) -> str:
@@ -175,6 +205,12 @@ class Execution(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+    @property
+    def usage(self) -> Usage | None:
+        """What the run reported using, or None when it reported nothing."""
+        usage = Usage(self.credits_used, self.input_tokens, self.output_tokens, self.cost)
+        return None if usage.empty else usage
 
 
 class AttemptOutcome(models.TextChoices):
@@ -245,3 +281,41 @@ class FleetSwitch(models.Model):
 
     def __str__(self) -> str:
         return "firing stopped" if self.firing_stopped else "firing"
+
+
+class CreditBudget(models.Model):
+    """An operator's allowance of credits for one user (the agent task queue's `monthlyCredits`): runs
+    report the credits they used, and once an owner's runs have used the budget of the current period, a
+    run of theirs that is due is recorded `skipped` (`credits_exhausted`) instead of launched. No row: no
+    budget, nothing is held back. Set through `services.credit_budget_set` (admin, API)."""
+
+    owner = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="credit_budget",
+        help_text="The user whose runs this budget covers.",
+    )
+    credits = models.DecimalField(
+        max_digits=18,
+        decimal_places=6,
+        help_text="Credits this user's runs may use per period (0 stops every run).",
+    )
+    period = models.CharField(
+        max_length=8,
+        choices=BudgetPeriod.choices,
+        blank=True,
+        default=BudgetPeriod.MONTH,
+        help_text="When the allowance starts again (UTC); empty: never (counted since it was set or reset).",
+    )
+    counted_from = models.DateTimeField(
+        help_text="Credits used before this are not counted (set when the budget is created or reset)."
+    )
+    note = models.CharField(max_length=500, blank=True, default="", help_text="Why this budget was set.")
+    updated_at = models.DateTimeField(auto_now=True, help_text="Last change.")
+
+    class Meta:
+        verbose_name = "credit budget"
+
+    def __str__(self) -> str:
+        return f"credit budget of {self.owner}"

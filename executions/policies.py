@@ -80,6 +80,7 @@ class SkipReason(Choices):
     WORKFLOW_LIMIT = "workflow_limit", "Held back: the owner's limit of concurrent runs of one workflow"
     LIMIT_REACHED = "limit_reached", "max_runs reached"
     STOPPED = "stopped", "The scheduler was stopped by an operator"
+    CREDITS_EXHAUSTED = "credits_exhausted", "The owner's credit budget is used up"
     DELETED = "deleted", "Trigger deleted"
     OUTSIDE_WINDOW = slot_rules.OUTSIDE_WINDOW, "Outside the trigger's execution windows"
     BLACKOUT = slot_rules.BLACKOUT, "In one of the trigger's blackouts"

@@ -3,15 +3,18 @@ the trigger row locked). Services change state; selectors only read it."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import NamedTuple
 
 from django.db.models import (
     BooleanField,
     Case,
     Count,
+    DecimalField,
     DurationField,
     Exists,
     ExpressionWrapper,
@@ -19,15 +22,19 @@ from django.db.models import (
     OuterRef,
     Q,
     QuerySet,
+    Subquery,
+    Sum,
     Value,
     When,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
 
+from executions import usage
 from executions.models import (
     ACTIVE_STATUSES,
     Attempt,
     AttemptOutcome,
+    CreditBudget,
     Execution,
     ExecutionStatus,
     FleetSwitch,
@@ -209,3 +216,81 @@ def blocking_run(execution: Execution) -> Execution | None:
         .order_by("-created_at")
         .first()
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class CreditStanding:
+    """One owner's credit budget as it stands: the allowance, what their runs used since `since` (the
+    start of the current period, or the budget's reset when later), and when the period ends."""
+
+    owner_id: int
+    credits: Decimal
+    period: str
+    since: datetime
+    used: Decimal
+    period_ends: datetime | None
+    note: str = ""
+
+    @property
+    def left(self) -> Decimal:
+        return max(Decimal(0), self.credits - self.used)
+
+    @property
+    def exhausted(self) -> bool:
+        """No credit left: a run of this owner that is due is skipped (`credits_exhausted`), not launched."""
+        return self.used >= self.credits
+
+
+def budgets_with_usage(budgets: QuerySet[CreditBudget], *, now: datetime) -> QuerySet[CreditBudget]:
+    """`budgets` annotated with `since` (the start of what counts: the current period's start, or the
+    budget's reset when later) and `used` (the credits their owner's runs reported since then), in the same
+    query: a subquery sums the runs over the partial index of runs that reported credits. Used in the
+    current period means ended in it (`finished_at`), which is when a run's usage is known."""
+    period_began = Case(
+        *(When(period=p, then=Value(usage.period_start(p, now))) for p in usage.BudgetPeriod.values),
+        default=F("counted_from"),
+    )
+    spent = (
+        Execution.objects.filter(
+            trigger__owner_id=OuterRef("owner_id"),
+            credits_used__isnull=False,
+            finished_at__gte=OuterRef("since"),
+        )
+        .order_by()
+        .values("trigger__owner_id")
+        .annotate(total=Sum("credits_used"))
+        .values("total")
+    )
+    amount = DecimalField(max_digits=18, decimal_places=6)
+    return budgets.annotate(since=Greatest(F("counted_from"), period_began)).annotate(
+        used=Coalesce(Subquery(spent, output_field=amount), Value(Decimal(0)), output_field=amount)
+    )
+
+
+def standing(budget: CreditBudget, *, now: datetime) -> CreditStanding:
+    """A budget row read through `budgets_with_usage` as its standing."""
+    return CreditStanding(
+        owner_id=budget.owner_id,
+        credits=budget.credits,
+        period=budget.period,
+        since=budget.since,  # type: ignore[attr-defined] # the annotations of budgets_with_usage
+        used=Decimal(budget.used),  # type: ignore[attr-defined]
+        period_ends=usage.period_end(budget.period, now),
+        note=budget.note,
+    )
+
+
+def credit_standing_of(owner_ids: Iterable[int], *, now: datetime) -> dict[int, CreditStanding]:
+    """The standing of each of these owners that has a budget (one with none is absent: unlimited), in one
+    query (`budgets_with_usage`)."""
+    owners = sorted(set(owner_ids))
+    if not owners:
+        return {}
+    rows = budgets_with_usage(CreditBudget.objects.filter(owner_id__in=owners), now=now)
+    return {row.owner_id: standing(row, now=now) for row in rows}
+
+
+def owners_out_of_credit(owner_ids: Iterable[int], *, now: datetime) -> set[int]:
+    """Which of these owners have used their whole credit budget: one grouped read, for a whole fire or
+    launch batch (owners without a budget are never out of credit)."""
+    return {owner for owner, standing in credit_standing_of(owner_ids, now=now).items() if standing.exhausted}

@@ -12,6 +12,7 @@ Definitions (what a dashboard reader needs to know):
 * `successRate` — percent of `successful / (successful + failed)`, one decimal; None when nothing has
   finished yet. Cancelled and skipped runs say nothing about the workflow's health, so they are left out;
 * durations (ms) — over runs that ended succeeded/failed/timed out and have a duration;
+* `creditsUsed`, `inputTokens`, `outputTokens`, `cost` — sums of the usage runs reported (0 when none did);
 * `lastRunAt` — latest start of a run; `nextRunAt` — the trigger's next slot (for an owner or everything:
   the soonest next slot among active triggers).
 """
@@ -23,7 +24,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from django.db import connection
-from django.db.models import Aggregate, Avg, Count, FloatField, Max, Min, Q, QuerySet
+from django.db.models import Aggregate, Avg, Count, FloatField, Max, Min, Q, QuerySet, Sum
 
 from executions.models import UNSUCCESSFUL_STATUSES, Execution, ExecutionStatus
 from schedules.models import Trigger
@@ -31,6 +32,11 @@ from schedules.models import Trigger
 _FAILED = tuple(UNSUCCESSFUL_STATUSES)
 _TIMED = Q(status__in=(ExecutionStatus.SUCCEEDED, *_FAILED), duration_ms__isnull=False)
 PERCENTILES = {"p50DurationMs": 0.5, "p95DurationMs": 0.95}
+#: Usage summed over the runs in scope (what targets reported; `executions.usage`).
+USAGE_SUMS = {
+    "creditsUsed": "credits_used", "inputTokens": "input_tokens", "outputTokens": "output_tokens",
+    "cost": "cost",
+}  # fmt: skip
 
 
 class PercentileCont(Aggregate):
@@ -90,6 +96,7 @@ def trigger_stats(
         "timed": Count("pk", filter=_TIMED),
         "avgDurationMs": Avg("duration_ms", filter=_TIMED),
         "lastRunAt": Max("started_at"),
+        **{key: Sum(field) for key, field in USAGE_SUMS.items()},
     }
     if on_postgres:
         aggregates.update(
@@ -119,4 +126,8 @@ def trigger_stats(
         "p95DurationMs": _ms(figures["p95DurationMs"]),
         "lastRunAt": figures["lastRunAt"],
         "nextRunAt": next_run_at,
+        "creditsUsed": float(figures["creditsUsed"] or 0),
+        "inputTokens": int(figures["inputTokens"] or 0),
+        "outputTokens": int(figures["outputTokens"] or 0),
+        "cost": float(figures["cost"] or 0),
     }

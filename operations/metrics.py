@@ -24,6 +24,7 @@ from toolkit.metrics import (
     COUNTERS,
     HISTOGRAMS,
     SKIPPED,
+    USAGE_TOKENS,
     Heartbeat,
     HistogramDef,
     as_text,
@@ -70,7 +71,7 @@ def _counter_families(raw: Mapping[str, str]) -> Iterator[Metric]:
     from executions.models import AttemptOutcome, SkipReason
 
     ended = [outcome for outcome in AttemptOutcome.values if outcome != AttemptOutcome.STARTED]
-    known = {SKIPPED.name: SkipReason.values, ATTEMPTS.name: ended}
+    known = {SKIPPED.name: SkipReason.values, ATTEMPTS.name: ended, USAGE_TOKENS.name: ["input", "output"]}
     for counter in COUNTERS:
         labels = [counter.label] if counter.label else []
         family = CounterMetricFamily(counter.name, counter.doc, labels=labels)

@@ -16,12 +16,14 @@ Keys (``<prefix>`` is ``REDBEAT_KEY_PREFIX``)::
     <prefix>::beat                  hash  the leader's heartbeat: host, pid, tick_at (unix), tick_seconds
 
 Writers: `record_due` (beat, per publish batch), `runs_recorded` (fire path and manual runs),
-`attempts_recorded` (launch), `runs_finished` (every end of a run), `beat_heartbeat` / the `beat_tick`
-decorator (beat, every tick).
+`runs_skipped` (a run skipped at its launch), `attempts_recorded` (launch), `runs_finished` (every end of a
+run: its duration and the usage it reported), `beat_heartbeat` / the `beat_tick` decorator (beat, every
+tick). Credits and cost are sums of decimals (HINCRBYFLOAT), the other counters whole counts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -30,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import ParamSpec, Protocol, TypeVar
 
 import redis
@@ -49,6 +52,10 @@ class RunRecord(Protocol):
     fire_at: datetime | None
     created_at: datetime
     duration_ms: int | None
+    credits_used: Decimal | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost: Decimal | None
 
 
 P = ParamSpec("P")
@@ -94,7 +101,16 @@ AFTER_END = CounterDef(
 AUTO_PAUSED = CounterDef(
     "scheduler_triggers_auto_paused", "Triggers paused by their auto_pause_after_failures limit."
 )
-COUNTERS = (DUE, EMITTED, SKIPPED, FAILED_LAUNCH, ATTEMPTS, AFTER_END, AUTO_PAUSED)
+USAGE_CREDITS = CounterDef("scheduler_usage_credits", "Credits that ended runs reported using.")
+USAGE_TOKENS = CounterDef(
+    "scheduler_usage_tokens", "Tokens that ended runs reported using, by kind (input, output).", label="kind"
+)
+USAGE_COST = CounterDef("scheduler_usage_cost", "Cost that ended runs reported.")
+RUNS_WITH_USAGE = CounterDef("scheduler_runs_with_usage", "Ended runs that reported usage.")
+COUNTERS = (
+    DUE, EMITTED, SKIPPED, FAILED_LAUNCH, ATTEMPTS, AFTER_END, AUTO_PAUSED, RUNS_WITH_USAGE, USAGE_CREDITS,
+    USAGE_TOKENS, USAGE_COST,
+)  # fmt: skip
 
 LATENESS = HistogramDef(
     "scheduler_fire_lateness_seconds",
@@ -152,6 +168,7 @@ class Batch:
 
     counts: dict[str, int]
     observations: list[tuple[HistogramDef, float]]
+    amounts: dict[str, Decimal] = dataclasses.field(default_factory=dict)  # decimal sums (credits, cost)
 
     @classmethod
     def empty(cls) -> Batch:
@@ -161,16 +178,22 @@ class Batch:
         field = counter_field(counter, label_value)
         self.counts[field] = self.counts.get(field, 0) + amount
 
+    def add(self, counter: CounterDef, amount: Decimal) -> None:
+        field = counter_field(counter)
+        self.amounts[field] = self.amounts.get(field, Decimal(0)) + amount
+
     def observe(self, histogram: HistogramDef, value: float) -> None:
         self.observations.append((histogram, max(0.0, value)))
 
     def send(self) -> None:
-        if not self.counts and not self.observations:
+        if not self.counts and not self.observations and not self.amounts:
             return
         try:
             with write_client().pipeline(transaction=False) as pipe:
                 for field, amount in self.counts.items():
                     pipe.hincrby(counters_key(), field, amount)
+                for field, amount_sum in self.amounts.items():
+                    pipe.hincrbyfloat(counters_key(), field, float(amount_sum))
                 # Summed per histogram first: a batch of 200 runs is a handful of commands, not 600.
                 buckets: dict[tuple[str, str], int] = {}
                 totals: dict[str, list[float]] = {}
@@ -240,15 +263,35 @@ def attempts_recorded(outcomes: Iterable[str]) -> None:
     batch.send()
 
 
+def runs_skipped(reasons: Iterable[str]) -> None:
+    """After commit: runs recorded to be launched were skipped when their launch came (each counted once
+    more, by its reason, beside the `emitted` it already counted)."""
+    batch = Batch.empty()
+    for reason in reasons:
+        batch.count(SKIPPED, label_value=reason or "unknown")
+    batch.send()
+
+
 def runs_finished(executions: Iterable[RunRecord]) -> None:
-    """Every end of a run (called inside the transaction that ends it): its duration, when it ran at all.
-    Sent after the commit — a rolled-back end is not an end, and no Redis round trip is made while the
-    run's rows are locked. Outside a transaction `on_commit` runs at once."""
+    """Every end of a run (called inside the transaction that ends it): its duration, when it ran at all,
+    and the usage it reported. Sent after the commit — a rolled-back end is not an end, and no Redis round
+    trip is made while the run's rows are locked. Outside a transaction `on_commit` runs at once."""
     batch = Batch.empty()
     for execution in executions:
         if execution.duration_ms is not None:
             batch.observe(DURATION, execution.duration_ms / 1000)
-    if batch.observations:
+        figures = (execution.credits_used, execution.input_tokens, execution.output_tokens, execution.cost)
+        if all(figure is None for figure in figures):
+            continue
+        batch.count(RUNS_WITH_USAGE)
+        if execution.credits_used is not None:
+            batch.add(USAGE_CREDITS, execution.credits_used)
+        if execution.cost is not None:
+            batch.add(USAGE_COST, execution.cost)
+        for kind, tokens in (("input", execution.input_tokens), ("output", execution.output_tokens)):
+            if tokens:
+                batch.count(USAGE_TOKENS, tokens, label_value=kind)
+    if batch.observations or batch.counts:
         transaction.on_commit(batch.send, robust=True)
 
 

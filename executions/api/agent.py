@@ -8,7 +8,9 @@ key is the task, so a retried request cannot start it twice. `async: false` wait
 the run's timeout and at most `AGENT_SYNC_WAIT_SECONDS` (kept under the web server's request timeout); a run
 still going then is answered 202 with its status, to be read again later. Priorities are that system's words
 (urgent/high/medium/low), which are also ours; task statuses are its words (pending, running, completed,
-failed, cancelled, skipped).
+failed, cancelled, skipped). That system tracked credits and tokens per task: a task that ended answers
+`creditsUsed` and `usage` (what its run reported), and one skipped because its owner's credit budget is
+used up answers `success: false` with "insufficient credits", as that system failed such tasks.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from executions import services as execution_services
-from executions.models import Execution, ExecutionStatus
+from executions.models import Execution, ExecutionStatus, SkipReason
 from schedules import services, tick
 from schedules.models import Priority, Trigger, TriggerKind
 from toolkit import clock
@@ -133,8 +135,24 @@ class AgentExecuteView(APIView):
             "status": word,
         }
         if finished:
-            answer.update(result=execution.result, error=execution.error or None)
+            answer.update(result=execution.result, error=execution.error or None, **usage_words(execution))
+            if execution.skip_reason == SkipReason.CREDITS_EXHAUSTED:
+                # That system failed such a task with "insufficient credits"; the run did not happen.
+                answer.update(success=False, error=INSUFFICIENT_CREDITS)
         return Response(answer, status=status.HTTP_200_OK if finished else status.HTTP_202_ACCEPTED)
+
+
+INSUFFICIENT_CREDITS = "insufficient credits: the credit budget is used up"
+
+
+def usage_words(execution: Execution) -> dict[str, Any]:
+    """A task's usage in that system's words: `creditsUsed` (its users' counter, per task here) and the
+    figures the target reported (`usage`: credits, inputTokens, outputTokens, cost), null when none."""
+    usage = execution.usage
+    return {
+        "creditsUsed": None if usage is None or usage.credits is None else float(usage.credits),
+        "usage": None if usage is None else usage.as_camel(),
+    }
 
 
 def _wait(execution: Execution, seconds: float) -> Execution:

@@ -3,6 +3,9 @@ the statistics. Nothing here changes state; the views call `executions.services`
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from executions.models import Attempt, Execution, SkipReason
@@ -24,6 +27,15 @@ class AttemptSerializer(InstantModelSerializer):
         read_only_fields = fields
 
 
+class UsageSerializer(serializers.Serializer):
+    """What a run reported using (`executions.usage`); a figure it did not report is null."""
+
+    credits = serializers.FloatField(allow_null=True, help_text=_help("credits_used"))
+    input_tokens = serializers.IntegerField(allow_null=True, help_text=_help("input_tokens"))
+    output_tokens = serializers.IntegerField(allow_null=True, help_text=_help("output_tokens"))
+    cost = serializers.FloatField(allow_null=True, help_text=_help("cost"))
+
+
 class ExecutionSerializer(InstantModelSerializer):
     """One run as lists show it."""
 
@@ -36,6 +48,7 @@ class ExecutionSerializer(InstantModelSerializer):
     skip_reason = serializers.ChoiceField(
         choices=SkipReason.choices, allow_blank=True, read_only=True, help_text=_help("skip_reason")
     )
+    usage = serializers.SerializerMethodField(help_text="What the run reported using; null when nothing.")
 
     class Meta:
         model = Execution
@@ -43,9 +56,14 @@ class ExecutionSerializer(InstantModelSerializer):
             "id", "trigger", "trigger_name", "workflow_id", "origin", "status", "skip_reason", "slot",
             "fire_at", "not_before", "priority", "input", "result", "run_id", "error", "attempt_count",
             "launched_by", "requested_by", "requested_at", "idempotency_key", "rerun_of", "queued_at",
-            "started_at", "finished_at", "duration_ms", "created_at", "updated_at",
+            "started_at", "finished_at", "duration_ms", "usage", "created_at", "updated_at",
         )  # fmt: skip
         read_only_fields: tuple[str, ...] = fields
+
+    @extend_schema_field(UsageSerializer(allow_null=True))
+    def get_usage(self, execution: Execution) -> dict[str, Any] | None:
+        usage = execution.usage
+        return None if usage is None else usage.as_json()
 
 
 class ExecutionDetailSerializer(ExecutionSerializer):
@@ -140,3 +158,9 @@ class StatsSerializer(serializers.Serializer):
     p95_duration_ms = serializers.IntegerField(source="p95DurationMs", allow_null=True)
     last_run_at = InstantField(source="lastRunAt", allow_null=True)
     next_run_at = InstantField(source="nextRunAt", allow_null=True)
+    credits_used = serializers.FloatField(source="creditsUsed", help_text="Credits the runs reported using.")
+    input_tokens = serializers.IntegerField(source="inputTokens", help_text="Input tokens the runs reported.")
+    output_tokens = serializers.IntegerField(
+        source="outputTokens", help_text="Output tokens the runs reported."
+    )
+    cost = serializers.FloatField(help_text="Cost the runs reported.")

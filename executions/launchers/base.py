@@ -29,6 +29,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from executions import policies
+from executions.usage import Usage, UsageError, parse_usage
 
 if TYPE_CHECKING:
     from executions.models import Execution
@@ -73,6 +74,7 @@ class LaunchResult:
     http_status: int | None = None
     exception: str = ""
     retry_after: float | None = None  # seconds, from the target's Retry-After
+    usage: Usage | None = None  # what a run that ended in the call reported using
 
     @classmethod
     def accepted(cls, run_id: str) -> LaunchResult:
@@ -80,9 +82,24 @@ class LaunchResult:
 
     @classmethod
     def succeeded(
-        cls, *, run_id: str = "", result: Any = None, http_status: int | None = None
+        cls,
+        *,
+        run_id: str = "",
+        result: Any = None,
+        http_status: int | None = None,
+        usage: Usage | None = None,
+        note: str = "",
     ) -> LaunchResult:
-        return cls(LaunchStatus.SUCCEEDED, run_id=run_id, result=clip_result(result), http_status=http_status)
+        """A sync run that ended well. `note` (kept on the attempt, not the run) says what of the answer
+        was dropped, such as a usage document that could not be stored."""
+        return cls(
+            LaunchStatus.SUCCEEDED,
+            run_id=run_id,
+            result=clip_result(result),
+            http_status=http_status,
+            usage=usage,
+            error=scrub(note) if note else "",
+        )
 
     @classmethod
     def failed(
@@ -95,6 +112,7 @@ class LaunchResult:
         exception: str = "",
         retry_after: float | None = None,
         run_id: str = "",
+        usage: Usage | None = None,
     ) -> LaunchResult:
         return cls(
             LaunchStatus.FAILED,
@@ -105,6 +123,7 @@ class LaunchResult:
             http_status=http_status,
             exception=exception,
             retry_after=retry_after,
+            usage=usage,
         )
 
     @classmethod
@@ -136,6 +155,7 @@ class PollResult:
     state: RunState
     result: Any = None
     error: str = ""
+    usage: Usage | None = None
 
     @property
     def finished(self) -> bool:
@@ -261,6 +281,18 @@ def is_timeout(exc: BaseException) -> bool:
     if isinstance(exc, TimeoutError):
         return True
     return isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, TimeoutError)
+
+
+def reported_usage(document: Any) -> tuple[Usage | None, str]:
+    """The usage a target's answer reports (`{"usage": {...}}` at the top of a JSON object, see
+    `executions.usage`) and, when that document cannot be stored, a note saying why. A bad usage document
+    never changes how the run ended: the target said how its run went, only the accounting is lost."""
+    if not isinstance(document, Mapping) or document.get("usage") is None:
+        return None, ""
+    try:
+        return parse_usage(document["usage"]), ""
+    except UsageError as exc:
+        return None, f"usage ignored: {exc}"
 
 
 def clip_result(value: Any) -> Any:

@@ -17,7 +17,15 @@ from celery import states
 from celery.result import AsyncResult
 
 from executions import policies
-from executions.launchers.base import Launcher, LaunchPayload, LaunchResult, PollResult, RunState, scrub
+from executions.launchers.base import (
+    Launcher,
+    LaunchPayload,
+    LaunchResult,
+    PollResult,
+    RunState,
+    reported_usage,
+    scrub,
+)
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -67,7 +75,8 @@ class CeleryTaskLauncher(Launcher):
         result: AsyncResult[Any] = AsyncResult(run_id, app=_app())
         state = _STATES.get(result.state, RunState.RUNNING)
         if state is RunState.SUCCEEDED:
-            return PollResult(state, result=result.result)
+            usage, _note = reported_usage(result.result)  # a `usage` key in the task's returned object
+            return PollResult(state, result=result.result, usage=usage)
         if state is RunState.FAILED:
             return PollResult(state, error=scrub(f"{type(result.result).__name__}: {result.result}"))
         return PollResult(state)

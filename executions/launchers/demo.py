@@ -2,7 +2,8 @@
 with nothing else installed. It is the default target in development.
 
     {"kind": "demo", "speed": 1.0,
-     "workflows": {"mine": {"steps": ["a", "b"], "seconds": 2, "failure_rate": 0.3}}}
+     "workflows": {"mine": {"steps": ["a", "b"], "seconds": 2, "failure_rate": 0.3,
+                            "credits": 2, "tokens": 1500}}}
 
 A demo workflow is a list of steps, a nominal duration and a failure rate. Whether an attempt fails, at
 which step, and whether the failure is retryable are drawn from a generator seeded with
@@ -11,6 +12,11 @@ it, and `plan()` tells them in advance), while different attempts differ, so a f
 failure followed by a successful retry. `speed` scales every sleep (0 = instant, for tests). Unknown
 workflow ids run the `default` workflow. Synchronous: the steps run inside the worker, bounded by the
 call timeout (a slow workflow past it ends `timed_out`).
+
+A workflow with `credits` or `tokens` reports usage when it succeeds, as a metered target would (see
+`executions.usage`): its credits per run, and about `tokens` input tokens (drawn from the same seeded
+generator, 0.5x to 1.5x) with a quarter as many output tokens, priced like a model API; so `make run` shows
+usage in the history, the stats, `/metrics` and against credit budgets.
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from executions.launchers.base import Launcher, LaunchPayload, LaunchResult
+from executions.launchers.base import Launcher, LaunchPayload, LaunchResult, reported_usage
+from executions.usage import Usage
 
 if TYPE_CHECKING:
     from executions.models import Execution
@@ -34,6 +42,8 @@ class DemoWorkflow:
     seconds: float
     failure_rate: float = 0.0
     fatal_share: float = 0.0  # share of failures that retrying cannot fix
+    credits: float = 0.0  # credits a successful run reports
+    tokens: int = 0  # nominal input tokens a successful run reports
 
     @classmethod
     def from_config(cls, name: str, raw: Mapping[str, Any]) -> DemoWorkflow:
@@ -43,15 +53,22 @@ class DemoWorkflow:
             seconds=float(raw.get("seconds", 0.5)),
             failure_rate=float(raw.get("failure_rate", 0.0)),
             fatal_share=float(raw.get("fatal_share", 0.0)),
+            credits=float(raw.get("credits", 0.0)),
+            tokens=int(raw.get("tokens", 0)),
         )
 
 
 WORKFLOWS: dict[str, DemoWorkflow] = {
-    "default": DemoWorkflow("Generic workflow", ("run",), 0.5, failure_rate=0.1),
+    "default": DemoWorkflow("Generic workflow", ("run",), 0.5, failure_rate=0.1, credits=1),
     "hello": DemoWorkflow("Say hello", ("greet",), 0.2),
-    "etl": DemoWorkflow("Nightly ETL", ("extract", "transform", "load"), 1.5, failure_rate=0.1),
+    "etl": DemoWorkflow("Nightly ETL", ("extract", "transform", "load"), 1.5, failure_rate=0.1, credits=5),
     "agent": DemoWorkflow(
-        "Research agent", ("plan", "search", "read", "reflect", "answer"), 2.5, failure_rate=0.15
+        "Research agent",
+        ("plan", "search", "read", "reflect", "answer"),
+        2.5,
+        failure_rate=0.15,
+        credits=2,
+        tokens=1800,
     ),
     "flaky": DemoWorkflow("Flaky API call", ("call-api", "store"), 0.5, failure_rate=0.5),
     "slow": DemoWorkflow("Slow report", ("query", "render", "publish"), 20.0),
@@ -67,6 +84,7 @@ class DemoPlan:
     workflow_def: DemoWorkflow
     failed_step: str | None  # None: every step succeeds
     retryable: bool
+    usage: Usage | None = None  # what the run reports using when it succeeds
 
     @property
     def succeeds(self) -> bool:
@@ -89,7 +107,24 @@ def plan(
     fails = rng.random() < workflow.failure_rate
     failed_step = rng.choice(workflow.steps) if fails else None
     retryable = rng.random() >= workflow.fatal_share
-    return DemoPlan(name, workflow, failed_step, retryable)
+    return DemoPlan(name, workflow, failed_step, retryable, _usage(workflow, rng))
+
+
+#: Model-API-like prices per token (input, output), for the demo's cost.
+PRICE_PER_TOKEN = (Decimal("0.000003"), Decimal("0.000015"))
+
+
+def _usage(workflow: DemoWorkflow, rng: random.Random) -> Usage | None:
+    """Drawn after the fate of the attempt, so adding usage changed no demo run's outcome."""
+    if not workflow.credits and not workflow.tokens:
+        return None
+    input_tokens = int(workflow.tokens * (0.5 + rng.random())) if workflow.tokens else None
+    output_tokens = input_tokens // 4 if input_tokens is not None else None
+    cost = None
+    if input_tokens is not None and output_tokens is not None:
+        cost = input_tokens * PRICE_PER_TOKEN[0] + output_tokens * PRICE_PER_TOKEN[1]
+    credits = Decimal(str(workflow.credits)) if workflow.credits else None
+    return Usage(credits=credits, input_tokens=input_tokens, output_tokens=output_tokens, cost=cost)
 
 
 class DemoFailure(Exception):
@@ -114,7 +149,13 @@ def run(
         if step == decided.failed_step:
             break
         done.append(step)
-    document = {"workflow": decided.workflow, "title": decided.workflow_def.title, "steps": done}
+    document: dict[str, Any] = {
+        "workflow": decided.workflow,
+        "title": decided.workflow_def.title,
+        "steps": done,
+    }
+    if decided.succeeds and decided.usage is not None:
+        document["usage"] = decided.usage.as_camel()  # as a metered target answers
     return decided, document, False
 
 
@@ -140,4 +181,6 @@ class DemoLauncher(Launcher):
                 retryable=decided.retryable,
                 run_id=run_id,
             )
-        return LaunchResult.succeeded(run_id=run_id, result=document)
+        usage, note = reported_usage(document)
+        result = {key: value for key, value in document.items() if key != "usage"}
+        return LaunchResult.succeeded(run_id=run_id, result=result, usage=usage, note=note)

@@ -7,6 +7,10 @@
      "poll_url": "https://runner.internal/runs/{run_id}",             # optional, async: GET for the state
      "cancel_url": "https://runner.internal/runs/{run_id}/cancel"}    # optional: POST to stop a run
 
+A sync answer (and a poll answer that ends the run) may report what the run used beside its result:
+`{"status": "succeeded", "result": {...}, "usage": {"credits": 3, "inputTokens": 1200}}` (see
+`executions.usage`); an async target reports it in its completion callback.
+
 Every request carries `Authorization: Bearer $INTERNAL_API_SECRET`, `X-Scheduler-Signature` (see
 `executions.signing`) and, for launches, `Idempotency-Key: <execution id>` — the same key on every attempt
 and every redelivery, so a target that honours it starts one run per execution whatever we retry.
@@ -39,6 +43,7 @@ from executions.launchers.base import (
     LaunchResult,
     PollResult,
     RunState,
+    reported_usage,
     scrub,
 )
 from toolkit import clock
@@ -131,11 +136,14 @@ class HttpLauncher(Launcher):
             )
         if self.is_async:
             return LaunchResult.accepted(run_id)
+        usage, note = reported_usage(document)
         if state_of(document) in (RunState.FAILED, RunState.CANCELLED):
             error = document.get("error") or f"target {self.name!r} reported the run {document['status']}"
-            return LaunchResult.failed(str(error), http_status=response.status, run_id=run_id)
+            return LaunchResult.failed(str(error), http_status=response.status, run_id=run_id, usage=usage)
         result = document.get("result", document) if isinstance(document, Mapping) else document
-        return LaunchResult.succeeded(run_id=run_id, result=result, http_status=response.status)
+        return LaunchResult.succeeded(
+            run_id=run_id, result=result, http_status=response.status, usage=usage, note=note
+        )
 
     def can_poll(self) -> bool:
         return bool(self.config.get("poll_url"))
@@ -153,7 +161,10 @@ class HttpLauncher(Launcher):
         state = state_of(document) or RunState.RUNNING
         result = document.get("result") if isinstance(document, Mapping) else None
         error = str(document.get("error") or "") if isinstance(document, Mapping) else ""
-        return PollResult(state, result=result, error=scrub(error))
+        usage, note = reported_usage(document) if state is not RunState.RUNNING else (None, "")
+        if note:
+            logger.warning("poll of run %s at %s: %s", run_id, self.name, note)
+        return PollResult(state, result=result, error=scrub(error), usage=usage)
 
     def cancel(self, run_id: str) -> None:
         url = self._url("cancel_url", run_id=run_id)

@@ -7,7 +7,8 @@ Only operators decide what runs: the dotted path comes from the target configura
 `workflow_id` *and* appears in that target's `callables` or in `settings.SCHEDULER_PYTHON_CALLABLES`. A user
 can never name an arbitrary import path. The function receives one argument, the payload as a dict of
 snake_case keys (`execution_id`, `trigger_id`, `workflow_id`, `scheduled_at`, `attempt`, `input`,
-`metadata`), and its return value (JSON) becomes the result. Synchronous: the call is the run. An exception
+`metadata`), and its return value (JSON) becomes the result; a `usage` key in a returned object is what
+the run used (`executions.usage`). Synchronous: the call is the run. An exception
 fails the attempt, and retries when `policies.classify_exception` says it may help (timeouts, connection
 errors).
 
@@ -28,7 +29,13 @@ from django.conf import settings
 from django.db import connections
 from django.utils.module_loading import import_string
 
-from executions.launchers.base import Launcher, LauncherConfigError, LaunchPayload, LaunchResult
+from executions.launchers.base import (
+    Launcher,
+    LauncherConfigError,
+    LaunchPayload,
+    LaunchResult,
+    reported_usage,
+)
 
 if TYPE_CHECKING:
     from executions.models import Execution
@@ -84,4 +91,5 @@ class PythonLauncher(Launcher):
         if "error" in outcome:
             raise outcome["error"]
         run_id = f"python-{payload.execution_id}-{payload.attempt}"
-        return LaunchResult.succeeded(run_id=run_id, result=outcome.get("value"))
+        usage, note = reported_usage(outcome.get("value"))
+        return LaunchResult.succeeded(run_id=run_id, result=outcome.get("value"), usage=usage, note=note)

@@ -13,12 +13,15 @@ here, so callers write `services.execution_fire(...)`):
 * `backfill` — a past range of a trigger's slots, sent through `fire` (origin `backfill`).
 * `manual` (run now, re-run), `sweep` (the periodic sweeper) and `retention` (age, and the per-trigger
   history limits).
+* `credits` — the operators' credit budgets per user (what they hold back is decided in `fire` and
+  `launch`, by `selectors.owners_out_of_credit`).
 
 The stages import one another in one direction only: dispatch <- finish <- fire, launch, sweep;
 fire <- backfill; manual and retention stand alone. Lock order everywhere: trigger row, then execution row
 (`finish.lock`)."""
 
 from executions.services.backfill import BackfillReport, execution_backfill
+from executions.services.credits import credit_budget_check, credit_budget_delete, credit_budget_set
 from executions.services.dispatch import LAUNCH_TASK, execution_enqueue, execution_enqueue_after_commit
 from executions.services.finish import (
     COMPLETION_STATUSES,
@@ -49,6 +52,9 @@ __all__ = [
     "ExecutionConflict",
     "Fire",
     "SweepReport",
+    "credit_budget_check",
+    "credit_budget_delete",
+    "credit_budget_set",
     "execution_backfill",
     "execution_cancel",
     "execution_complete",

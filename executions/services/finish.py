@@ -14,7 +14,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F
 
-from executions import selectors
+from executions import events, selectors
 from executions.launchers.base import (
     clip_result,
     get_launcher,
@@ -24,8 +24,10 @@ from executions.models import (
     ACTIVE_STATUSES,
     Execution,
     ExecutionStatus,
+    SkipReason,
 )
 from executions.services.dispatch import execution_enqueue_after_commit
+from executions.usage import Usage
 from schedules import services as trigger_services
 from schedules.models import OverlapPolicy, Trigger
 from toolkit import clock, metrics
@@ -67,11 +69,12 @@ def finish(
     result: Any = None,
     error: str = "",
     run_id: str = "",
+    usage: Usage | None = None,
 ) -> None:
     """End a run and update the trigger's counters in the same transaction (both rows are locked by the
     caller), then start the next waiting slot. Every way a run can end comes through here (a launch batch
     through `note_end`, the same decisions for many rows saved in bulk)."""
-    note_end(execution, status, now=now, result=result, error=error, run_id=run_id)
+    note_end(execution, status, now=now, result=result, error=error, run_id=run_id, usage=usage)
     execution.save(update_fields=list(END_FIELDS))
     trigger_services.trigger_record_end(
         trigger=trigger,
@@ -85,15 +88,27 @@ def finish(
     metrics.runs_finished([execution])
 
 
-#: What ending a run changes on its row (`note_end`).
-END_FIELDS = ("status", "finished_at", "duration_ms", "result", "error", "run_id", "updated_at")
+#: What ending a run changes on its row (`note_end`), and what it used (`USAGE_FIELDS`).
+USAGE_FIELDS = ("credits_used", "input_tokens", "output_tokens", "cost")
+END_FIELDS = (
+    "status", "skip_reason", "finished_at", "duration_ms", "result", "error", "run_id", *USAGE_FIELDS,
+    "updated_at",
+)  # fmt: skip
 
 
 def note_end(
-    execution: Execution, status: str, *, now: datetime, result: Any = None, error: str = "", run_id: str = ""
+    execution: Execution,
+    status: str,
+    *,
+    now: datetime,
+    result: Any = None,
+    error: str = "",
+    run_id: str = "",
+    usage: Usage | None = None,
 ) -> None:
     """The end of a run on the instance, unsaved: `finish` saves it at once, a launch batch saves many
-    together (`bulk.update_each` with `END_FIELDS`)."""
+    together (`bulk.update_each` with `END_FIELDS`). `usage` is what the target reported the run used
+    (stored figure by figure; what it did not report stays empty)."""
     execution.status = status
     execution.finished_at = now
     execution.updated_at = now
@@ -106,6 +121,21 @@ def note_end(
     )
     if run_id:
         execution.run_id = run_id[:200]
+    if usage is not None:
+        execution.credits_used = usage.credits
+        execution.input_tokens = usage.input_tokens
+        execution.output_tokens = usage.output_tokens
+        execution.cost = usage.cost
+
+
+def skip_out_of_credit(trigger: Trigger, execution: Execution, *, now: datetime) -> None:
+    """A run about to take its first attempt whose owner has no credit left: recorded `skipped`
+    (`credits_exhausted`) through `finish`, so the trigger's last status and the next waiting slot follow
+    as for any end, and the target is never called. Both rows are locked by the caller."""
+    execution.skip_reason = SkipReason.CREDITS_EXHAUSTED
+    finish(trigger, execution, ExecutionStatus.SKIPPED, now=now)
+    transaction.on_commit(lambda: metrics.runs_skipped([SkipReason.CREDITS_EXHAUSTED]), robust=True)
+    events.announce_recorded([execution])  # to subscribers of skipped runs, as the fire path's skips are
 
 
 def promote_waiting(trigger: Trigger) -> None:
@@ -186,11 +216,18 @@ COMPLETION_STATUSES = frozenset(
 
 
 def execution_complete(
-    *, execution: Execution, status: str, result: Any = None, error: str = "", run_id: str = ""
+    *,
+    execution: Execution,
+    status: str,
+    result: Any = None,
+    error: str = "",
+    run_id: str = "",
+    usage: Usage | None = None,
 ) -> Execution:
-    """The asynchronous end of a run (signed callback or poll). Idempotent: reporting the end a run already
-    has changes nothing; reporting a different end raises `ExecutionConflict` and changes nothing either
-    (the first end recorded wins — e.g. a run we timed out or cancelled stays so)."""
+    """The asynchronous end of a run (signed callback or poll), with what the target reports it used.
+    Idempotent: reporting the end a run already has changes nothing (its usage included: a retried
+    callback cannot count a run's credits twice); reporting a different end raises `ExecutionConflict` and
+    changes nothing either (the first end recorded wins — e.g. a run we timed out or cancelled stays so)."""
     if status not in COMPLETION_STATUSES:
         raise ValueError(f"status must be one of {sorted(COMPLETION_STATUSES)}, got {status!r}")
     now = clock.now()
@@ -200,5 +237,5 @@ def execution_complete(
             if execution.status == status:
                 return execution
             raise ExecutionConflict(execution.status)
-        finish(trigger, execution, status, now=now, result=result, error=error, run_id=run_id)
+        finish(trigger, execution, status, now=now, result=result, error=error, run_id=run_id, usage=usage)
     return execution

@@ -245,6 +245,8 @@ class _Book:
     stopped: bool = False
     #: The dates of the calendars the batch's triggers exclude (one grouped read, none when no calendar).
     calendars: dict[int, schedule_selectors.CalendarDates] = dataclasses.field(default_factory=dict)
+    #: Owners with no credit left when the batch began: their slots that would run are recorded skipped.
+    out_of_credit: set[int] = dataclasses.field(default_factory=set)
 
     @classmethod
     def load(cls, triggers: dict[uuid.UUID, Trigger], fires: Sequence[Fire]) -> _Book:
@@ -267,6 +269,9 @@ class _Book:
             ),
             stopped=selectors.firing_stopped(),
             calendars=schedule_selectors.calendars_of(t.excluded_calendar_id for t in triggers.values()),
+            out_of_credit=selectors.owners_out_of_credit(
+                {t.owner_id for t in triggers.values()}, now=clock.now()
+            ),
         )
 
     def note_after_end(self, trigger: Trigger, slots: Sequence[datetime]) -> None:
@@ -396,6 +401,8 @@ def _decide_backfill(trigger: Trigger, fire: Fire, book: _Book, *, now: datetime
 def _decide_plan(
     trigger: Trigger, plan: policies.SlotPlan, book: _Book, *, origin: str, launched_by: str, now: datetime
 ) -> Execution:
+    if plan.run and trigger.owner_id in book.out_of_credit:
+        plan = dataclasses.replace(plan, run=False, reason=SkipReason.CREDITS_EXHAUSTED, not_before=None)
     execution = Execution(
         trigger=trigger,
         slot=plan.slot,

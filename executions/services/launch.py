@@ -18,7 +18,7 @@ import redis
 from django.conf import settings
 from django.db import connections, transaction
 
-from executions import policies
+from executions import policies, selectors
 from executions.launchers.base import (
     Launcher,
     LauncherConfigError,
@@ -42,6 +42,7 @@ from executions.services.finish import (
     lock,
     note_end,
     promote_waiting,
+    skip_out_of_credit,
 )
 from schedules import services as trigger_services
 from schedules.models import Trigger
@@ -367,7 +368,12 @@ def _record_plain(
                 reports.append(_report(trigger, execution, attempt))
                 continue
             note_end(
-                execution, ExecutionStatus.SUCCEEDED, now=now, result=result.result, run_id=result.run_id
+                execution,
+                ExecutionStatus.SUCCEEDED,
+                now=now,
+                result=result.result,
+                run_id=result.run_id,
+                usage=result.usage,
             )
             trigger_services.trigger_note_end(
                 trigger=trigger,
@@ -429,11 +435,12 @@ def _claim_batch(pks: list[uuid.UUID], task_id: str) -> tuple[list[_Claim], list
         )
         seen = {row.pk for row in rows}
         others = [pk for pk in pks if pk not in seen]  # held elsewhere (or gone): the single path decides
+        unfunded = _out_of_credit(rows, now=now)
         for execution in rows:
             if _nothing_to_do(execution, task_id):
                 continue
-            if execution.status == ExecutionStatus.RUNNING:
-                others.append(execution.pk)
+            if execution.status == ExecutionStatus.RUNNING or execution.trigger.owner_id in unfunded:
+                others.append(execution.pk)  # the single path retires a dead attempt, or skips the run
                 continue
             try:
                 claim, attempt = _start_attempt(execution, now=now, launchers=launchers)
@@ -481,6 +488,13 @@ def _start_attempt(
     return _Claim(execution, number, launcher, config_error), attempt
 
 
+def _out_of_credit(rows: Sequence[Execution], *, now: datetime) -> set[int]:
+    """The owners, among those of `rows` about to take their first attempt, with no credit left (one
+    grouped read for a whole batch). A run already attempted goes on: it started within its budget."""
+    owners = {row.trigger.owner_id for row in rows if row.attempts == 0}
+    return selectors.owners_out_of_credit(owners, now=now) if owners else set()
+
+
 def _nothing_to_do(execution: Execution, task_id: str | None) -> bool:
     """A launch message finds nothing to do on a finished or waiting run (a cancelled queued run never
     launches), nor when it is not the run's current message (a retry or the sweeper superseded it)."""
@@ -506,6 +520,9 @@ def _claim_attempt(execution_id: uuid.UUID | str, task_id: str | None) -> _Claim
             retired = _retire_dead_attempt(trigger, execution, now=now, task_id=task_id)
             if retired is not True:
                 return retired or None
+        elif _out_of_credit([execution], now=now):
+            skip_out_of_credit(trigger, execution, now=now)
+            return None
         claim, attempt = _start_attempt(execution, now=now, launchers={})
         attempt.save(force_insert=True)
         execution.save(update_fields=["status", "attempts", "started_at", "updated_at"])
@@ -597,6 +614,7 @@ def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResul
                 now=now,
                 result=result.result,
                 run_id=result.run_id,
+                usage=result.usage,
             )
         elif result.retryable and number < trigger.max_attempts:
             delay = policies.backoff_delay(
@@ -630,7 +648,15 @@ def _record_attempt(*, execution_id: uuid.UUID, number: int, result: LaunchResul
         else:
             attempt.save()
             status = ExecutionStatus.TIMED_OUT if result.timed_out else ExecutionStatus.FAILED
-            finish(trigger, execution, status, now=now, error=result.error, run_id=result.run_id)
+            finish(
+                trigger,
+                execution,
+                status,
+                now=now,
+                error=result.error,
+                run_id=result.run_id,
+                usage=result.usage,
+            )
     metrics.attempts_recorded([attempt.outcome])
     retry_in = attempt.retry_delay_seconds if attempt.outcome == AttemptOutcome.RETRYABLE else None
     return _report(trigger, execution, attempt, retry_in=retry_in)

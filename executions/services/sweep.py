@@ -132,7 +132,11 @@ def _sweep_running(now: datetime, report: SweepReport, *, poll_limit: int) -> No
         if state.finished:
             try:
                 execution_complete(
-                    execution=execution, status=state.state, result=state.result, error=state.error
+                    execution=execution,
+                    status=state.state,
+                    result=state.result,
+                    error=state.error,
+                    usage=state.usage,
                 )
             except ExecutionConflict:
                 continue

@@ -148,12 +148,15 @@ class CompatExecutionSerializer(serializers.Serializer):
         return execution.run_id or None
 
     def get_metadata(self, execution: Execution) -> dict[str, Any]:
+        usage = execution.usage
         return {
             "state": execution.status,  # ours, finer than that system's three words
             "origin": execution.origin,
             "attempts": execution.attempts,
             "skipReason": execution.skip_reason or None,
             "rerunOf": str(execution.rerun_of_id) if execution.rerun_of_id else None,
+            # What the run reported using (that system had none; its `metadata` is free-form).
+            "usage": None if usage is None else usage.as_camel(),
         }
 
 
@@ -357,6 +360,12 @@ class HistoryView(CompatView):
                                 "attempts": 1,
                                 "skipReason": None,
                                 "rerunOf": None,
+                                "usage": {
+                                    "credits": 2.0,
+                                    "inputTokens": 1200,
+                                    "outputTokens": 300,
+                                    "cost": 0.0081,
+                                },
                             },
                         }
                     ],

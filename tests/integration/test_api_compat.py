@@ -171,6 +171,7 @@ def test_history_has_the_exact_shape_newest_first_and_limited(api, user) -> None
             "attempts": 0,
             "skipReason": None,
             "rerunOf": None,
+            "usage": None,
         },
     }
     limited = api.get(f"/api/scheduler/history/?triggerId={TRIGGER_ID}&limit=1").json()

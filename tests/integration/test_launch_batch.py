@@ -175,7 +175,7 @@ def test_a_batch_costs_the_same_statements_whatever_its_size(user, frozen_clock,
         with CaptureQueriesContext(connection) as queries:
             assert len(services.execution_launch_batch(execution_ids=part, task_id=TASK)) == len(part)
         counts.append(len(queries))
-    assert counts[0] == counts[1] <= 16, counts
+    assert counts[0] == counts[1] <= 17, counts  # 17: with the owners' credit standing, one grouped read
     assert set(Execution.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"succeeded"}
     assert Trigger.objects.filter(last_status="succeeded").count() == 20
 

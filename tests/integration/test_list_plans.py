@@ -185,3 +185,24 @@ def test_deep_pages_seek(seeded, user) -> None:
 def test_admin_changelists_use_indexes(client, seeded) -> None:
     client.force_login(seeded["staff"])
     assert_clean({url: audit(client, url) for url in ADMIN_PAGES})
+
+
+def test_credit_standings_read_the_usage_index(seeded, user, client) -> None:
+    """A budget's credits used is summed over the partial index of runs that reported credits, never by
+    reading an owner's whole history: the API's standing and the admin's list of budgets."""
+    from decimal import Decimal
+
+    from executions.services import credits
+
+    Execution.objects.filter(trigger__owner=user, run_id__endswith="7").update(
+        credits_used=Decimal("1.5"), finished_at=T0
+    )
+    credits.credit_budget_set(owner=user, credits=100, period="month")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE executions_execution")
+    client.force_login(seeded["staff"])
+    report = {
+        "own standing": audit(client_for(user), "/api/v1/credits/"),
+        "admin budgets": audit(client, "/admin/executions/creditbudget/"),
+    }
+    assert_clean(report)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from decimal import Decimal
 from types import SimpleNamespace
 
 import pytest
@@ -42,6 +43,18 @@ def run(status: str = "pending", origin: str = "schedule", late: float = 0.0, **
     return SimpleNamespace(status=status, origin=origin, **{**values, **fields})
 
 
+def ended(**fields) -> SimpleNamespace:
+    """A run's end as `runs_finished` reads it: its duration and the usage it reported."""
+    values = {
+        "duration_ms": None,
+        "credits_used": None,
+        "input_tokens": None,
+        "output_tokens": None,
+        "cost": None,
+    }
+    return SimpleNamespace(**{**values, **fields})
+
+
 def test_every_metric_is_exposed_with_its_labels_before_anything_happened(client, redis_client) -> None:
     samples = scrape(client)
     names = {name for name, _labels in samples}
@@ -59,6 +72,9 @@ def test_every_metric_is_exposed_with_its_labels_before_anything_happened(client
         "scheduler_queue_depth",
         "scheduler_beat_is_leader",
         "scheduler_redis_up",
+        "scheduler_usage_credits_total",
+        "scheduler_usage_tokens_total",
+        "scheduler_usage_cost_total",
     } <= names
     assert samples[("scheduler_runs_skipped_total", (("reason", "overlap"),))] == 0
     assert samples[("scheduler_run_attempts_total", (("outcome", "retryable"),))] == 0
@@ -82,8 +98,17 @@ def test_writers_add_up_and_a_scrape_reads_them(
         )
         metrics.attempts_recorded(["retryable", "retryable", "succeeded"])
         metrics.attempts_recorded(["failed", "timed_out"])
-        metrics.runs_finished([SimpleNamespace(duration_ms=1500)])
-        metrics.runs_finished([SimpleNamespace(duration_ms=None)])  # cancelled before it ran: no duration
+        metrics.runs_finished([ended(duration_ms=1500)])
+        metrics.runs_finished([ended(duration_ms=None)])  # cancelled before it ran: no duration
+        metrics.runs_finished(
+            [
+                ended(
+                    credits_used=Decimal("2.5"), input_tokens=1200, output_tokens=300, cost=Decimal("0.0081")
+                ),
+                ended(credits_used=Decimal("1"), input_tokens=800),
+            ]
+        )
+        metrics.runs_skipped(["credits_exhausted"])
         assert scrape(client)[("scheduler_run_duration_seconds_count", ())] == 0, (
             "an end counts once committed"
         )
@@ -113,6 +138,12 @@ def test_writers_add_up_and_a_scrape_reads_them(
     duration = "scheduler_run_duration_seconds"
     assert samples[(f"{duration}_count", ())] == 1
     assert (bucket(duration, "1.0"), bucket(duration, "2.5"), bucket(duration, "+Inf")) == (0, 1, 1)
+    assert samples[("scheduler_runs_with_usage_total", ())] == 2
+    assert samples[("scheduler_usage_credits_total", ())] == pytest.approx(3.5)
+    assert samples[("scheduler_usage_cost_total", ())] == pytest.approx(0.0081)
+    assert samples[("scheduler_usage_tokens_total", (("kind", "input"),))] == 2000
+    assert samples[("scheduler_usage_tokens_total", (("kind", "output"),))] == 300
+    assert samples[("scheduler_runs_skipped_total", (("reason", "credits_exhausted"),))] == 1
 
 
 def test_counts_from_another_process_add_to_the_same_series(client, redis_client) -> None:

@@ -70,6 +70,10 @@ def test_trigger_stats_match_hand_computed_figures(history, django_assert_max_nu
         "p95DurationMs": 4000,  # rank 4.75: 1000 + 0.75 * (5000 - 1000)
         "lastRunAt": latest.started_at,
         "nextRunAt": alice.next_run_at,
+        "creditsUsed": 0.0,  # no run reported usage (sums: tests/integration/test_usage.py)
+        "inputTokens": 0,
+        "outputTokens": 0,
+        "cost": 0.0,
     }
 
 
