@@ -23,7 +23,7 @@ from executions.api.views import visible_executions
 from executions.models import Execution
 from schedules import services
 from schedules.api.serializers import TriggerSerializer
-from schedules.models import OverlapPolicy, Trigger, TriggerKind, TriggerStatus
+from schedules.models import OverlapPolicy, Trigger, TriggerKind, TriggerStatus, WindowAction
 from toolkit.api import field_errors
 
 MAX_LIST = 100
@@ -178,6 +178,21 @@ TOOLS: dict[str, Tool] = {
                     "target": {"type": "string", "description": "Launch target the operator configured."},
                     "overlap_policy": {"type": "string", "enum": list(OverlapPolicy.values)},
                     "max_runs": {"type": "integer", "minimum": 1},
+                    "windows": {
+                        "type": "array",
+                        "description": "When runs may start, in its zone, e.g. "
+                        "[{'days': 'mon-fri', 'start': '09:00', 'end': '17:00'}]; default any time.",
+                        "items": {"type": "object"},
+                    },
+                    "window_action": {
+                        "type": "string",
+                        "enum": list(WindowAction.values),
+                        "description": "Outside the windows: skip the time, or defer it to the next opening.",
+                    },
+                    "excluded_calendar": {
+                        "type": "integer",
+                        "description": "Id of a holiday calendar whose dates never run (/api/v1/calendars/).",
+                    },
                     "paused": {"type": "boolean", "description": "Create it paused."},
                 },
                 ("name", "workflow_id"),

@@ -164,3 +164,33 @@ def test_an_mcp_client_session_uses_the_same_tools(user, child_env) -> None:
     assert outcome["refused"].isError
     assert "cron_expression" in outcome["refused"].content[0].text
     assert not Trigger.objects.filter(name="bad").exists()
+
+
+def test_an_agent_keeps_runs_to_business_hours(user) -> None:
+    """Execution windows reach agents too: the same field, the same rule, the same 400 wording."""
+    api = client_for(user)
+    hours = [{"days": "mon-fri", "start": "09:00", "end": "17:00"}]
+    created = call(
+        api,
+        "schedule_create",
+        name="office",
+        workflow_id="wf",
+        cron_expression="0 * * * *",
+        timezone="Europe/Paris",
+        windows=hours,
+        window_action="defer",
+    )
+    assert created.status_code == 200, created.content
+    trigger = Trigger.objects.get(pk=created.json()["result"]["id"])
+    assert trigger.window_action == "defer"
+    assert len(trigger.windows) == 1
+    refused = call(
+        api,
+        "schedule_create",
+        name="bad",
+        workflow_id="wf",
+        cron_expression="0 * * * *",
+        windows=[{"days": "someday", "start": "09:00", "end": "17:00"}],
+    )
+    assert refused.status_code == 400
+    assert "windows" in refused.json()
