@@ -10,6 +10,7 @@ COPY scheduler_project ./scheduler_project
 COPY schedules ./schedules
 COPY executions ./executions
 COPY operations ./operations
+COPY notifications ./notifications
 COPY toolkit ./toolkit
 COPY templates ./templates
 RUN pip install .
