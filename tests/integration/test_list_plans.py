@@ -241,3 +241,10 @@ def test_notification_lists_use_indexes(client, seeded, user) -> None:
     client.force_login(seeded["staff"])
     report |= {url: audit(client, url) for url in NOTIFICATION_ADMIN_PAGES}
     assert_clean(report)
+
+
+def test_the_dashboard_uses_indexes(client, seeded) -> None:
+    """Every query of `/admin/dashboard/` (its status counts and statistics read the last 24 hours of runs,
+    which here are all of the seeded ones: a busy day's worth)."""
+    client.force_login(seeded["staff"])
+    assert_clean({"dashboard": audit(client, "/admin/dashboard/")})
