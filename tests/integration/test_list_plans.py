@@ -35,6 +35,7 @@ pytestmark = [
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 BIG_TABLES = (
     "schedules_trigger", "executions_execution", "notifications_delivery", "notifications_subscription",
+    "notifications_deliverywindow",
 )  # fmt: skip
 #: Sorting the few rows a selective filter leaves is what a planner should do; sorting more than this many
 #: (20 pages) to show one page is a missing index. The seeded owner has ~2,500 triggers and ~7,500 runs.
@@ -248,3 +249,24 @@ def test_the_dashboard_uses_indexes(client, seeded) -> None:
     which here are all of the seeded ones: a busy day's worth)."""
     client.force_login(seeded["staff"])
     assert_clean({"dashboard": audit(client, "/admin/dashboard/")})
+
+
+def test_the_notification_housekeeping_uses_indexes(seeded) -> None:
+    """The sweep of lost deliveries and the retention read their batches by index, whatever the log's size."""
+    from notifications import services
+    from notifications.models import DeliveryWindow
+
+    DeliveryWindow.objects.bulk_create(
+        DeliveryWindow(
+            subscription=s, trigger_id=s.trigger_id or seeded["trigger"].pk, event=s.event, until=T0
+        )
+        for s in Subscription.objects.all()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE notifications_deliverywindow")
+    with CaptureQueriesContext(connection) as captured:
+        services.notification_resend_stuck()
+        services.notification_prune(older_than=timedelta(days=3650))
+    selects = [q["sql"] for q in captured.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert len(selects) >= 3, "the sweep, a batch of deliveries, a batch of windows"
+    assert_clean({"housekeeping": {sql: found for sql in selects if (found := problems(sql))}})
