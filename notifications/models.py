@@ -99,6 +99,9 @@ class Subscription(models.Model):
         indexes = [
             models.Index(fields=["owner", "created_at", "id"], name="notify_sub_owner_created"),
             models.Index(fields=["owner", "event"], name="notify_sub_owner_event", condition=Q(active=True)),
+            # The admin's list (every owner), newest first, and its filter by event.
+            models.Index(fields=["created_at", "id"], name="notify_sub_created"),
+            models.Index(fields=["event", "created_at"], name="notify_sub_event"),
         ]
         constraints = [
             models.CheckConstraint(
@@ -169,6 +172,7 @@ class Delivery(models.Model):
             models.Index(fields=["owner", "created_at", "id"], name="notify_delivery_owner_created"),
             models.Index(fields=["created_at", "id"], name="notify_delivery_created"),
             models.Index(fields=["status", "created_at"], name="notify_delivery_status"),
+            models.Index(fields=["event", "created_at"], name="notify_delivery_event"),
         ]
 
     def __str__(self) -> str:
@@ -192,6 +196,8 @@ class DeliveryWindow(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["subscription", "trigger", "event"], name="notify_window_once"),
         ]
+        # Retention deletes the expired ones (`services.notification_prune`).
+        indexes = [models.Index(fields=["until"], name="notify_window_until")]
 
     def __str__(self) -> str:
         return f"{self.event} of {self.trigger_id} until {self.until}"

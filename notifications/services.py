@@ -20,7 +20,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail import send_mail
 from django.core.validators import EmailValidator
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 
 from executions import signing
 from executions.policies import SkipReason
@@ -40,6 +40,9 @@ from toolkit.events import Event, EventKind
 logger = logging.getLogger(__name__)
 
 DELIVER_TASK = "notifications.deliver"
+#: The longest wait between two attempts (the deliver task's `retry_backoff_max`): a `retrying` delivery
+#: untouched for longer than this plus the stuck grace has lost its retry message.
+RETRY_BACKOFF_MAX_SECONDS = 600
 #: What a subscription's owner may set (the API's and the admin's fields).
 FIELDS = ("trigger", "event", "threshold", "skip_reasons", "channel", "email", "url", "slack", "active")
 THRESHOLD_RANGE = (1, 10_000)
@@ -329,6 +332,10 @@ def notification_deliver(*, delivery_id: uuid.UUID | str) -> str | None:
             return None
         if delivery.status in FINAL_STATUSES:
             return delivery.status
+        if delivery.status == DeliveryStatus.SENDING and delivery.updated_at > clock.now() - _stuck_grace():
+            # Another attempt is in flight (a redelivered message beside the sweep's): it records the
+            # outcome, and if its worker died the sweep sends again once the grace has passed.
+            return delivery.status
         delivery.attempts += 1
         delivery.status, delivery.updated_at = DeliveryStatus.SENDING, clock.now()
         delivery.save(update_fields=["attempts", "status", "updated_at"])
@@ -367,3 +374,68 @@ def notification_deliver(*, delivery_id: uuid.UUID | str) -> str | None:
             outcome.error,
         )
     return outcome.status
+
+
+# --- Housekeeping -------------------------------------------------------------------------------------------
+
+
+def _stuck_grace() -> timedelta:
+    return timedelta(seconds=settings.SCHEDULER_NOTIFY_STUCK_SECONDS)
+
+
+def notification_resend_stuck(*, batch_size: int = 500) -> int:
+    """Send again the deliveries whose task message was lost (the broker was down at commit, a worker was
+    killed mid-send, a retry's message vanished): `pending` or `sending` untouched for
+    `SCHEDULER_NOTIFY_STUCK_SECONDS`, `retrying` for that plus the longest backoff. Each is claimed by
+    compare-and-set: rows locked with SKIP LOCKED and re-checked, then moved back to `pending` with a fresh
+    `updated_at`, so a concurrent sweep (which skips the locked rows, and after commit no longer finds them
+    stale) cannot send it a second time. One whose lost attempt used the last try fails instead. Returns how
+    many were sent again; the rest wait for the next sweep (bounded work per run)."""
+    now = clock.now()
+    cutoff = now - _stuck_grace()
+    stale = Q(status__in=[DeliveryStatus.PENDING, DeliveryStatus.SENDING], updated_at__lt=cutoff) | Q(
+        status=DeliveryStatus.RETRYING,
+        updated_at__lt=cutoff - timedelta(seconds=RETRY_BACKOFF_MAX_SECONDS),
+    )
+    with transaction.atomic():
+        rows = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(stale)
+            .order_by("created_at")
+            .only("pk", "attempts")[:batch_size]
+        )
+        spent = [d.pk for d in rows if d.attempts >= settings.SCHEDULER_NOTIFY_MAX_ATTEMPTS]
+        again = [str(d.pk) for d in rows if d.attempts < settings.SCHEDULER_NOTIFY_MAX_ATTEMPTS]
+        Delivery.objects.filter(pk__in=spent).update(
+            status=DeliveryStatus.FAILED,
+            last_error="its last attempt was lost (worker killed or broker down) and no try is left",
+            updated_at=now,
+        )
+        Delivery.objects.filter(pk__in=again).update(status=DeliveryStatus.PENDING, updated_at=now)
+        if again:
+            transaction.on_commit(lambda: _send_tasks(again), robust=True)
+    if rows:
+        logger.warning("notifications: %d lost deliveries sent again, %d failed", len(again), len(spent))
+    return len(again)
+
+
+def notification_prune(*, older_than: timedelta, batch_size: int = 1000) -> dict[str, int]:
+    """Retention: delete final deliveries created more than `older_than` ago, and the windows that have
+    expired, in batches of `batch_size`, each its own short transaction (a large purge never holds long
+    locks). By `created_at`, which the (status, created_at) index serves; a delivery still going is never
+    selected. An expired window is deleted only if it is still expired as it goes (a router that has just
+    moved it forward keeps it); the next claim of a deleted one INSERTs it again."""
+    now = clock.now()
+    old = Delivery.objects.filter(status__in=FINAL_STATUSES, created_at__lt=now - older_than)
+    expired = DeliveryWindow.objects.filter(until__lte=now)
+    counts = {"deliveries": 0, "windows": 0}
+    rows: QuerySet[Any]
+    for name, rows in (("deliveries", old), ("windows", expired)):
+        while ids := list[Any](rows.values_list("pk", flat=True)[:batch_size]):
+            with transaction.atomic():
+                counts[name] += rows.filter(pk__in=ids).delete()[0]
+            if len(ids) < batch_size:
+                break
+    if any(counts.values()):
+        logger.info("notifications: pruned %(deliveries)d deliveries, %(windows)d windows", counts)
+    return counts

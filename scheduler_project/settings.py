@@ -309,6 +309,12 @@ SCHEDULER_NOTIFY_WEBHOOK_HOSTS = env_list("SCHEDULER_NOTIFY_WEBHOOK_HOSTS", [])
 SCHEDULER_NOTIFY_ALLOWED_NETWORKS = env_list("SCHEDULER_NOTIFY_ALLOWED_NETWORKS", [])
 SCHEDULER_NOTIFY_MAX_ATTEMPTS = env_int("SCHEDULER_NOTIFY_MAX_ATTEMPTS", 5)
 SCHEDULER_NOTIFY_TIMEOUT_SECONDS = env_float("SCHEDULER_NOTIFY_TIMEOUT_SECONDS", 10.0)
+# Final deliveries older than this go (with expired windows) in the periodic `notifications.prune`.
+SCHEDULER_NOTIFY_RETENTION = os.environ.get("SCHEDULER_NOTIFY_RETENTION", "30d")
+# A delivery pending or sending this long (its message was lost: broker down at commit, worker killed) is sent
+# again by `notifications.sweep`, every SCHEDULER_NOTIFY_SWEEP_SECONDS; keep it well above the timeout.
+SCHEDULER_NOTIFY_STUCK_SECONDS = env_float("SCHEDULER_NOTIFY_STUCK_SECONDS", 300.0)
+SCHEDULER_NOTIFY_SWEEP_SECONDS = env_float("SCHEDULER_NOTIFY_SWEEP_SECONDS", 60.0)
 # How long the "who subscribed to what" answer the fire path reads is cached (writes refresh it at once).
 SCHEDULER_NOTIFY_CACHE_SECONDS = env_int("SCHEDULER_NOTIFY_CACHE_SECONDS", 60)
 # Email: Django's backend; the console in development (DEBUG), SMTP (EMAIL_HOST, ...) otherwise.

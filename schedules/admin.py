@@ -299,7 +299,12 @@ class TriggerAdmin(OperationsMixin, SimpleHistoryAdmin):
         # Annotated by get_queryset (correlated subqueries): not model attributes.
         succeeded: int = getattr(obj, "succeeded_runs", 0)
         ended = succeeded + getattr(obj, "unsuccessful_runs", 0)
-        return rate_badge(round(100 * succeeded / ended, 1) if ended else None, succeeded, ended)
+        return rate_badge(
+            round(100 * succeeded / ended, 1) if ended else None,
+            succeeded,
+            ended,
+            runs="scheduled and manual",
+        )
 
     @admin.display(description="next 10 fire times")
     def fire_times(self, obj: Trigger) -> SafeString:

@@ -16,6 +16,7 @@ from django.utils.html import format_html, format_html_join
 
 from schedules import services, timing, validation
 from schedules.models import Calendar, Trigger, TriggerKind, TriggerTemplate
+from schedules.vocabulary import COUNTER_HELP
 
 if TYPE_CHECKING:
     from django.forms.renderers import BaseRenderer
@@ -116,6 +117,7 @@ class TriggerAdminForm(forms.ModelForm):
             "blackouts": "Blackouts (JSON)",
         }
         help_texts = {
+            **COUNTER_HELP,  # the read-only state fields of the change page
             "anchor_at": "Interval kind: slots fall at anchor + k·interval (UTC); empty means when saved.",
             "run_at": "Once kind: the single instant to run (UTC).",
             "start_at": "No slot before this instant (UTC).",

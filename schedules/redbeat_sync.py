@@ -1580,6 +1580,8 @@ def housekeeping_tasks() -> dict[str, float]:
     return {
         "executions.sweep": float(settings.SCHEDULER_SWEEP_SECONDS),
         "executions.prune": float(settings.SCHEDULER_PRUNE_SECONDS),
+        "notifications.sweep": float(settings.SCHEDULER_NOTIFY_SWEEP_SECONDS),
+        "notifications.prune": float(settings.SCHEDULER_PRUNE_SECONDS),
     }
 
 

@@ -90,3 +90,16 @@ class CalendarSource(Choices):
     MANUAL = "manual", "Listed by hand"
     ICS = "ics", "Imported from an ICS file"
     HOLIDAYS = "holidays", "A country's public holidays (the holidays package)"
+
+
+#: What a trigger's counters and its success rate count, said wherever they are shown (the admin's help texts
+#: and badge, the API's schema, the CLI): `run_count` follows the schedule (it is what `max_runs` limits), so
+#: a manual run is not in it, while the success rate and the failure counters are read from every run's end.
+COUNTER_HELP = {
+    "run_count": "Scheduled runs started (or held back to run later); skipped slots and manual runs are not "
+    "counted, although a manual run's outcome counts in the success rate and the failure counters.",
+    "failure_count": "Runs that ended in failure, manual runs included.",
+    "consecutive_failures": "Runs that failed in a row up to now, manual runs included.",
+    "success_rate": "Of the runs that ended succeeded, failed or timed out, scheduled and manual alike, the "
+    "share that succeeded; skipped and cancelled runs are left out.",
+}

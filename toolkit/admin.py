@@ -126,16 +126,18 @@ def badge(value: str, label: str = "", *, title: str = "") -> SafeString | str:
     )
 
 
-def rate_badge(percent: float | None, succeeded: int, ended: int) -> SafeString | str:
-    """A success rate coloured by how worrying it is; "—" before anything has ended."""
+def rate_badge(percent: float | None, succeeded: int, ended: int, *, runs: str = "") -> SafeString | str:
+    """A success rate coloured by how worrying it is; "—" before anything has ended. `runs` says which runs
+    it counts, in the hover text ("scheduled and manual")."""
     if percent is None:
         return "—"
     tone = "good" if percent >= 95 else "warn" if percent >= 80 else "bad"
     return format_html(
-        '<span class="sched-rate sched-rate--{}" title="{} of {} ended runs succeeded">{}%</span>',
+        '<span class="sched-rate sched-rate--{}" title="{} of {} ended runs{} succeeded">{}%</span>',
         tone,
         succeeded,
         ended,
+        f" ({runs})" if runs else "",
         f"{percent:g}",
     )
 

@@ -151,7 +151,9 @@ class StatsSerializer(serializers.Serializer):
     failed = serializers.IntegerField(help_text="Failed and timed out.")
     skipped = serializers.IntegerField()
     success_rate = serializers.FloatField(
-        source="successRate", allow_null=True, help_text="Percent of finished runs that succeeded."
+        source="successRate",
+        allow_null=True,
+        help_text="Percent of finished runs (scheduled and manual) that succeeded.",
     )
     avg_duration_ms = serializers.IntegerField(source="avgDurationMs", allow_null=True)
     p50_duration_ms = serializers.IntegerField(source="p50DurationMs", allow_null=True)

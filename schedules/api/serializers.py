@@ -18,6 +18,7 @@ from rest_framework import serializers
 
 from schedules import timing, validation
 from schedules.models import Trigger
+from schedules.vocabulary import COUNTER_HELP
 from toolkit.api import InstantField, InstantModelSerializer, LocalInstantField, help_of
 
 if TYPE_CHECKING:
@@ -196,6 +197,10 @@ class TriggerSerializer(InstantModelSerializer):
             "consecutive_failures", "last_slot", "last_run_at", "next_run_at", "paused_at", "resumed_at",
             "created_at", "updated_at",
         )  # fmt: skip
+        extra_kwargs = {
+            name: {"help_text": COUNTER_HELP[name]}
+            for name in ("run_count", "failure_count", "consecutive_failures")
+        }
 
     def to_internal_value(self, data: Any) -> dict[str, Any]:
         if isinstance(data, Mapping):

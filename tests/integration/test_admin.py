@@ -783,3 +783,33 @@ def test_backfill_action_says_why_a_range_is_refused(admin_client: Client, user,
     (message,) = texts(response)
     assert message.startswith("Could not backfill “weekdays”: must not be in the future")
     assert not Execution.objects.exists()
+
+
+def test_the_counters_say_that_manual_runs_count_in_the_rate_but_not_in_the_run_count(
+    admin_client: Client, user, frozen_clock
+) -> None:
+    """Issue #20: a manual run is in the success rate (and the failure counters) but not in "Run count",
+    which follows the schedule (`max_runs` limits it). Both happen, and the admin and the API say so."""
+    from executions.services import execution_complete, execution_fire, execution_run_now
+    from schedules.vocabulary import COUNTER_HELP
+
+    frozen_clock.set(T0 - timedelta(minutes=1))
+    trigger = register(user, cron_expression="* * * * *")
+    frozen_clock.set(T0)
+    (scheduled,) = [row for row in execution_fire(trigger_id=trigger.pk, slot=T0) if row.slot == T0]
+    manual = execution_run_now(trigger=Trigger.objects.get(pk=trigger.pk))
+    for row, status in ((scheduled, ExecutionStatus.SUCCEEDED), (manual, ExecutionStatus.FAILED)):
+        Execution.objects.filter(pk=row.pk).update(status=ExecutionStatus.RUNNING, started_at=T0)
+        execution_complete(execution=Execution.objects.get(pk=row.pk), status=status, error="exit 1")
+    trigger.refresh_from_db()
+    assert (trigger.run_count, trigger.failure_count) == (1, 1)
+
+    listed = admin_client.get(TRIGGERS).content.decode()
+    assert 'title="1 of 2 ended runs (scheduled and manual) succeeded">50%' in listed
+    page = page_text(admin_client.get(reverse("admin:schedules_trigger_change", args=[trigger.pk])))
+    for name in ("run_count", "failure_count", "success_rate"):
+        assert COUNTER_HELP[name] in page, name
+    schema = admin_client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    properties = schema["components"]["schemas"]["Trigger"]["properties"]
+    assert properties["run_count"]["description"] == COUNTER_HELP["run_count"]
+    assert "manual runs are not counted" in properties["run_count"]["description"]

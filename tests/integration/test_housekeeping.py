@@ -21,9 +21,10 @@ def queued_tasks(client: redis.Redis) -> list[str]:
 def test_each_system_task_is_sent_once_per_period(redis_client: redis.Redis, settings) -> None:
     settings.SCHEDULER_SWEEP_SECONDS = 30
     settings.SCHEDULER_PRUNE_SECONDS = 86_400
-    assert sorted(redbeat_sync.send_housekeeping()) == ["executions.prune", "executions.sweep"]
+    every = ["executions.prune", "executions.sweep", "notifications.prune", "notifications.sweep"]
+    assert sorted(redbeat_sync.send_housekeeping()) == every
     assert redbeat_sync.send_housekeeping() == [], "another leader or a tick in the same period sends nothing"
-    assert sorted(queued_tasks(redis_client)) == ["executions.prune", "executions.sweep"]
+    assert sorted(queued_tasks(redis_client)) == every
     keys = redbeat_sync.Keys.of(redbeat_sync.celery_app())
     assert 0 < redis_client.ttl(keys.housekeeping("executions.sweep")) <= 30
 
@@ -31,6 +32,7 @@ def test_each_system_task_is_sent_once_per_period(redis_client: redis.Redis, set
 def test_a_lapsed_period_sends_again_and_zero_turns_a_task_off(redis_client: redis.Redis, settings) -> None:
     settings.SCHEDULER_SWEEP_SECONDS = 30
     settings.SCHEDULER_PRUNE_SECONDS = 0
+    settings.SCHEDULER_NOTIFY_SWEEP_SECONDS = 0
     assert redbeat_sync.send_housekeeping() == ["executions.sweep"]
     redis_client.delete(redbeat_sync.Keys.of(redbeat_sync.celery_app()).housekeeping("executions.sweep"))
     assert redbeat_sync.send_housekeeping() == ["executions.sweep"]

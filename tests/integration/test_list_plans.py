@@ -19,6 +19,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from executions.models import Execution, ExecutionOrigin, ExecutionStatus
+from notifications.models import Delivery, DeliveryStatus, Subscription
 from schedules.models import Trigger
 from tests.integration.test_api_plumbing import (  # noqa: F401 - api_test_defaults is an autouse fixture
     api_test_defaults,
@@ -32,7 +33,10 @@ pytestmark = [
 ]
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-BIG_TABLES = ("schedules_trigger", "executions_execution")
+BIG_TABLES = (
+    "schedules_trigger", "executions_execution", "notifications_delivery", "notifications_subscription",
+    "notifications_deliverywindow",
+)  # fmt: skip
 #: Sorting the few rows a selective filter leaves is what a planner should do; sorting more than this many
 #: (20 pages) to show one page is a missing index. The seeded owner has ~2,500 triggers and ~7,500 runs.
 SORT_LIMIT = 1000
@@ -57,6 +61,17 @@ ADMIN_PAGES = [
     "/admin/executions/execution/?origin__exact=manual", "/admin/executions/execution/?q=night",
     "/admin/executions/execution/?created_at__gte=2026-03-01+00%3A00%3A00%2B00%3A00",
     "/admin/executions/execution/?attention=failed", "/admin/executions/execution/?attention=stuck",
+]  # fmt: skip
+
+NOTIFICATION_LISTS = [
+    "subscriptions/", "subscriptions/?event=failed", "subscriptions/?channel=webhook",
+    "subscriptions/?trigger={trigger}", "deliveries/", "deliveries/?status=failed",
+    "deliveries/?event=failed", "deliveries/?trigger={trigger}", "deliveries/?subscription={subscription}",
+]  # fmt: skip
+NOTIFICATION_ADMIN_PAGES = [
+    "/admin/notifications/delivery/", "/admin/notifications/delivery/?status__exact=failed",
+    "/admin/notifications/delivery/?event__exact=failed", "/admin/notifications/subscription/",
+    "/admin/notifications/subscription/?event__exact=failed",
 ]  # fmt: skip
 
 
@@ -97,13 +112,43 @@ def seeded(user, other_user, django_user_model) -> dict[str, Any]:
             )
         )
     Execution.objects.bulk_create(runs, batch_size=4000)
+    subscriptions = [
+        Subscription(
+            owner=trigger.owner,
+            trigger=None if n % 10 == 0 else trigger,
+            event=("failed", "recovered", "skipped", "missed")[n % 4],
+            channel="webhook" if n % 5 == 0 else "email",
+            email="" if n % 5 == 0 else "ops@example.com",
+            url="https://hooks.example.com/x" if n % 5 == 0 else "",
+            created_at=T0 - timedelta(minutes=n),
+        )
+        for n, trigger in enumerate(triggers[:2000])
+    ]
+    Subscription.objects.bulk_create(subscriptions, batch_size=2000)
+    deliveries = []
+    for n in range(9000):
+        subscription = subscriptions[n % 2000]
+        deliveries.append(
+            Delivery(
+                owner_id=subscription.owner_id,
+                subscription=subscription,
+                trigger=triggers[n % 2000],
+                event=subscription.event,
+                channel=subscription.channel,
+                destination=subscription.destination,
+                status=DeliveryStatus.FAILED if n % 31 == 0 else DeliveryStatus.DELIVERED,
+                created_at=T0 - timedelta(minutes=n),
+                updated_at=T0 - timedelta(minutes=n),
+            )
+        )
+    Delivery.objects.bulk_create(deliveries, batch_size=4000)
     staff = django_user_model.objects.create_user(username="ops", password="pw-ops-123", is_staff=True)
     staff.is_superuser = True
     staff.save()
     with connection.cursor() as cursor:
         for table in BIG_TABLES:
             cursor.execute(f"ANALYZE {table}")
-    return {"trigger": triggers[7], "staff": staff}
+    return {"trigger": triggers[7], "staff": staff, "subscription": subscriptions[7]}
 
 
 def plan_nodes(plan: dict[str, Any], limited: bool = False) -> Iterator[tuple[dict[str, Any], bool]]:
@@ -206,3 +251,43 @@ def test_credit_standings_read_the_usage_index(seeded, user, client) -> None:
         "admin budgets": audit(client, "/admin/executions/creditbudget/"),
     }
     assert_clean(report)
+
+
+def test_notification_lists_use_indexes(client, seeded, user) -> None:
+    """A user's subscriptions and delivery log (the log grows like the executions), and the admin's."""
+    api = client_for(user)
+    ids = {"trigger": seeded["trigger"].pk, "subscription": seeded["subscription"].pk}
+    report = {
+        query: audit(api, "/api/v1/notifications/" + query.format(**ids)) for query in NOTIFICATION_LISTS
+    }
+    client.force_login(seeded["staff"])
+    report |= {url: audit(client, url) for url in NOTIFICATION_ADMIN_PAGES}
+    assert_clean(report)
+
+
+def test_the_dashboard_uses_indexes(client, seeded) -> None:
+    """Every query of `/admin/dashboard/` (its status counts and statistics read the last 24 hours of runs,
+    which here are all of the seeded ones: a busy day's worth)."""
+    client.force_login(seeded["staff"])
+    assert_clean({"dashboard": audit(client, "/admin/dashboard/")})
+
+
+def test_the_notification_housekeeping_uses_indexes(seeded) -> None:
+    """The sweep of lost deliveries and the retention read their batches by index, whatever the log's size."""
+    from notifications import services
+    from notifications.models import DeliveryWindow
+
+    DeliveryWindow.objects.bulk_create(
+        DeliveryWindow(
+            subscription=s, trigger_id=s.trigger_id or seeded["trigger"].pk, event=s.event, until=T0
+        )
+        for s in Subscription.objects.all()
+    )
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE notifications_deliverywindow")
+    with CaptureQueriesContext(connection) as captured:
+        services.notification_resend_stuck()
+        services.notification_prune(older_than=timedelta(days=3650))
+    selects = [q["sql"] for q in captured.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")]
+    assert len(selects) >= 3, "the sweep, a batch of deliveries, a batch of windows"
+    assert_clean({"housekeeping": {sql: found for sql in selects if (found := problems(sql))}})

@@ -167,7 +167,7 @@ class Command(BaseCommand):
                 ("Status", found.status + (f" ({found.paused_reason})" if found.paused_reason else "")),
                 ("Overlap", f"{found.overlap_policy} (at most {found.max_concurrent} at once)"),
                 ("Catch-up", found.catchup_policy),
-                ("Runs", found.run_count),
+                ("Runs", f"{found.run_count} scheduled (manual runs not counted)"),
                 ("Failing", f"{found.consecutive_failures} in a row" + _auto_pause_text(found)),
             ]
         )
