@@ -317,7 +317,8 @@ def test_trigger_executions_and_stats(api, user) -> None:
     body = stats.json()
     assert set(body) == {
         "total", "successful", "failed", "skipped", "success_rate", "avg_duration_ms", "p50_duration_ms",
-        "p95_duration_ms", "last_run_at", "next_run_at", "credits_used", "input_tokens", "output_tokens", "cost",
+        "p95_duration_ms", "last_run_at", "next_run_at", "credits_used", "input_tokens", "output_tokens",
+        "cost",
     }  # fmt: skip
     assert (body["total"], body["successful"], body["failed"]) == (2, 1, 1)
     assert api.get(f"{TRIGGERS}{trigger.pk}/stats/?since=2030-01-01T00:00:00Z").json()["total"] == 0
