@@ -73,11 +73,11 @@ class Bench:
         import redis
 
         from scheduler_project.celery import app
-        from schedules import redbeat_sync
+        from schedules.beat import entries, reconcile, scheduler, sync
 
         self.app = app
-        self.sync = redbeat_sync
-        self.keys = redbeat_sync.Keys.of(app)
+        self.entries, self.sync, self.repair, self.scheduler = entries, sync, reconcile, scheduler
+        self.keys = entries.Keys.of(app)
         self.redis = redis.Redis.from_url(urls["entries"])
         self.broker = redis.Redis.from_url(urls["broker"])
 
@@ -113,7 +113,7 @@ class Bench:
 
     def locked(self, scheduler: Any) -> Any:
         """Take the lock the way RedBeat's beat_init handler does, and hand it to the scheduler."""
-        client = self.sync.redis_client(self.app)
+        client = self.entries.redis_client(self.app)
         lock = client.lock(scheduler.lock_key, timeout=scheduler.lock_timeout, sleep=0.1)
         lock.acquire()
         scheduler.lock = lock
@@ -171,7 +171,7 @@ class Stock:
         """What `RedBeatSchedulerEntry.save()` writes (definition, meta, ZADD), pipelined. A herd entry is an
         hourly interval last run an hour before `due`; an idle one is a `*/5` crontab run just now."""
         app, now = self.bench.app, datetime.now(UTC)
-        with self.bench.sync.redis_client(app).pipeline(transaction=False) as pipe:
+        with self.bench.entries.redis_client(app).pipeline(transaction=False) as pipe:
             for i in range(size):
                 if due is None:
                     entry = self.entry_cls(
@@ -205,7 +205,7 @@ class Stock:
 
 
 class Ours:
-    """schedules.redbeat_sync: TriggerEntry + TriggerScheduler (batched, compare-and-set)."""
+    """schedules.beat: TriggerEntry + TriggerScheduler (batched, compare-and-set)."""
 
     name = "ours"
 
@@ -216,16 +216,16 @@ class Ours:
 
     def write(self, size: int, *, due: datetime | None) -> None:
         """What sync/reconcile write (definition, next_slot, fire_at, rev, ZADD), through the same script."""
-        sync, app = self.bench.sync, self.bench.app
+        entries, sync, app = self.bench.entries, self.bench.sync, self.bench.app
         spec = self.timing.ScheduleSpec(
             kind="cron", cron_expression="0 * * * *" if due is None else "* * * * * *"
         )
         slot = due or (datetime.now(UTC) + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
-        client = sync.redis_client(app)
-        script = sync._script(client, sync.WRITE_SCRIPT)
+        client = entries.redis_client(app)
+        script = entries.registered_script(client, sync.WRITE_SCRIPT)
         with client.pipeline(transaction=False) as pipe:
             for i in range(size):
-                desired = sync.Desired(sync.EntryDefinition(str(uuid.uuid4()), spec, 0, 6), slot)
+                desired = sync.Desired(entries.EntryDefinition(str(uuid.uuid4()), spec, 0, 6), slot)
                 keys = [self.bench.keys.entry(desired.definition.trigger_id), self.bench.keys.schedule]
                 script(keys=keys, args=["", "", "", *desired.put_args()], client=pipe)
                 if i % 5000 == 4999:
@@ -233,7 +233,7 @@ class Ours:
             pipe.execute()
 
     def scheduler(self) -> Any:
-        scheduler = self.bench.sync.TriggerScheduler(app=self.bench.app, lazy=True)
+        scheduler = self.bench.scheduler.TriggerScheduler(app=self.bench.app, lazy=True)
         scheduler._reconcile_now, scheduler._reconciled_at = False, time.monotonic() + 3600  # measured apart
         return self.bench.locked(scheduler)
 
@@ -291,19 +291,19 @@ def measure_reconcile(bench: Bench, size: int) -> dict[str, Any]:
     ]
     Trigger.objects.bulk_create(rows, batch_size=2000)
     started = time.perf_counter()
-    report = bench.sync.reconcile(app=bench.app)
+    report = bench.repair.reconcile(app=bench.app)
     rebuild = time.perf_counter() - started
     started = time.perf_counter()
-    steady = bench.sync.reconcile(app=bench.app)
+    steady = bench.repair.reconcile(app=bench.app)
     steady_seconds = time.perf_counter() - started
     # What the leader now pays every period: the triggers changed since the watermark (none in the last
     # hour here: a fleet at rest)…
     Trigger.objects.update(updated_at=datetime.now(UTC) - timedelta(hours=1))
     started = time.perf_counter()
-    bench.sync.reconcile_changed(app=bench.app, since=datetime.now(UTC) - timedelta(seconds=150))
+    bench.repair.reconcile_changed(app=bench.app, since=datetime.now(UTC) - timedelta(seconds=150))
     changed_seconds = time.perf_counter() - started
     # … and the audit, one slice at a time at its CPU budget.
-    audit = bench.sync.Audit(budget=float(settings.SCHEDULER_AUDIT_BUDGET))
+    audit = bench.repair.Audit(budget=float(settings.SCHEDULER_AUDIT_BUDGET))
     started = time.perf_counter()
     audit.step(app=bench.app)
     slice_seconds = time.perf_counter() - started

@@ -130,7 +130,7 @@ def seed(n: int, slot: datetime) -> list[uuid.UUID]:
     """n one-off triggers due at `slot` on the demo target, written in bulk, with their beat entries."""
     from django.contrib.auth import get_user_model
 
-    from schedules import redbeat_sync
+    from schedules.beat.reconcile import reconcile
     from schedules.models import Trigger
 
     owner, _ = get_user_model().objects.get_or_create(username="bench")
@@ -152,7 +152,7 @@ def seed(n: int, slot: datetime) -> list[uuid.UUID]:
     Trigger.objects.bulk_create(rows, batch_size=2000)
     from celery import current_app
 
-    redbeat_sync.reconcile(app=current_app)
+    reconcile(app=current_app)
     return [row.pk for row in rows]
 
 

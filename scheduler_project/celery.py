@@ -20,7 +20,7 @@ app.conf.redbeat_lock_timeout = settings.REDBEAT_LOCK_TIMEOUT
 # Redis that stopped answering fails its tick and backs off instead of hanging on a socket.
 app.conf.redbeat_redis_options = {"socket_connect_timeout": 3, "socket_timeout": 10}
 app.conf.beat_max_loop_interval = settings.BEAT_MAX_LOOP_INTERVAL
-app.conf.beat_scheduler = "schedules.redbeat_sync:TriggerScheduler"
+app.conf.beat_scheduler = "schedules.beat.scheduler:TriggerScheduler"
 app.autodiscover_tasks()
 # Operations: our log filters and format on Celery's own handlers, the run's ids bound from each task's
 # arguments; SIGTERM lets running tasks finish for WORKER_SHUTDOWN_GRACE_SECONDS, then requeues them.

@@ -133,9 +133,9 @@ def _run_now(request: HttpRequest, trigger: Trigger) -> str:
 
 
 def _sync(request: HttpRequest, trigger: Trigger) -> str:
-    from schedules import redbeat_sync
+    from schedules.beat.sync import sync_trigger
 
-    redbeat_sync.sync_trigger(trigger.pk)
+    sync_trigger(trigger.pk)
     return ""
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Celery
+from celery.utils.saferepr import saferepr
 
 #: Messages per kombu publish batch (one Redis pipeline each).
 BATCH_SIZE = 500
@@ -55,7 +56,11 @@ def publish_batch(
     amqp = app.amqp
     # args=None as Celery's own send_task passes it (routers see None); celery-types wants a tuple.
     route = amqp.router.route({}, task_name, None, None)  # type: ignore[arg-type]
-    template = amqp.create_task_message("", task_name, [], {}, create_sent_event=False)
+    # As send_task builds it: replies to this thread's oid, ignore_result left to the task's own setting.
+    template = amqp.create_task_message(
+        "", task_name, [], {}, reply_to=app.thread_oid, create_sent_event=False, ignore_result=None
+    )
+    reprs = _Reprs(amqp.argsrepr_maxsize, amqp.kwargsrepr_maxsize, app.conf.task_repr_maxlevels)
     ids: list[str] = []
     with app.producer_or_acquire(producer) as active:
         if route.get("queue") is not None:
@@ -66,7 +71,7 @@ def publish_batch(
                 amqp.send_task_message(
                     active,
                     task_name,
-                    _cut(template, message, task_id),
+                    _cut(template, message, task_id, reprs),
                     priority=message.priority,
                     declare=[],
                     retry=retry,
@@ -76,10 +81,25 @@ def publish_batch(
     return ids
 
 
-def _cut(template: Any, message: TaskMessage, task_id: str) -> Any:
+@dataclass(frozen=True)
+class _Reprs:
+    """Celery's bounds on the argument reprs in a message's headers (what monitoring shows)."""
+
+    args_size: int
+    kwargs_size: int
+    levels: int
+
+    def of(self, value: Any, size: int) -> str:
+        return saferepr(value, size, maxlevels=self.levels)
+
+
+def _cut(template: Any, message: TaskMessage, task_id: str, reprs: _Reprs) -> Any:
     args, kwargs = list(message.args), dict(message.kwargs)
     headers = {**template.headers, "id": task_id, "root_id": task_id}
-    headers.update(argsrepr=repr(args), kwargsrepr=message.kwargsrepr or repr(kwargs))
+    headers.update(
+        argsrepr=reprs.of(args, reprs.args_size),
+        kwargsrepr=message.kwargsrepr or reprs.of(kwargs, reprs.kwargs_size),
+    )
     if message.countdown > 0:
         headers["eta"] = (datetime.now(UTC) + timedelta(seconds=message.countdown)).isoformat()
     return template._replace(

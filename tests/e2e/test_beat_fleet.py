@@ -1,4 +1,4 @@
-"""The beat as the fleet runs it: real `celery beat -S schedules.redbeat_sync:TriggerScheduler` and `celery
+"""The beat as the fleet runs it: real `celery beat -S schedules.beat.scheduler:TriggerScheduler` and `celery
 worker` processes on the real Redis and database, with the short test timings (lock 6 s, loop 1 s, reconcile
 3 s). Each scenario asserts on what the beats published (their `fire trigger=… slot=…` log lines, one per
 publish) and on the `Execution` rows the workers recorded: one per slot, never two."""
@@ -20,14 +20,15 @@ from django.core.management import call_command
 
 from executions.models import Execution
 from scheduler_project.celery import app
-from schedules import redbeat_sync, services
+from schedules import services
+from schedules.beat.entries import Keys
 from schedules.models import Trigger
 from tests.support.procs import Fleet, celery_cmd, wait_for
 from toolkit import metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-KEYS = redbeat_sync.Keys.of(app)
+KEYS = Keys.of(app)
 FIRE_LINE = re.compile(r"^\[([\d-]+ [\d:,]+): INFO/\w+\] fire trigger=(\S+) slot=(\S+) origin=(\w+)", re.M)
 ACQUIRED = re.compile(r"^\[([\d-]+ [\d:,]+): INFO/\w+\] beat: Acquired lock", re.M)
 
@@ -61,7 +62,7 @@ def start_worker(processes: Fleet, name: str = "worker", concurrency: int = 2) -
 
 def start_beat(processes: Fleet, name: str, *, leader: bool = True, **env: str) -> None:
     processes.start(
-        name, celery_cmd("beat", "-S", "schedules.redbeat_sync:TriggerScheduler", "--loglevel=INFO"), **env
+        name, celery_cmd("beat", "-S", "schedules.beat.scheduler:TriggerScheduler", "--loglevel=INFO"), **env
     )
     if leader:
         wait_for(lambda: ACQUIRED.search(processes.log(name)), timeout=60, what=f"{name} to take the lock")

@@ -15,7 +15,10 @@ from django.urls import path, resolve
 
 from executions.models import Execution
 from scheduler_project.celery import app
-from schedules import redbeat_sync, services, tick
+from schedules import services, tick
+from schedules.beat import entries
+from schedules.beat.dispatch import BeatPass
+from schedules.beat.entries import Keys
 from schedules.models import Trigger
 from tests.support.procs import celery_cmd, wait_for
 
@@ -26,7 +29,7 @@ urlpatterns = [path("api/v1/tick", tick.tick_view), path("api/v1/tick/", tick.ti
 
 SECRET = "test-cron-secret-0123456789"
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-KEYS = redbeat_sync.Keys.of(app)
+KEYS = Keys.of(app)
 
 
 def post(client: Client, url: str = "/api/v1/tick", **headers: str):
@@ -128,9 +131,7 @@ def test_concurrent_ticks_beside_a_beat_send_and_record_each_slot_once(
         for i in range(20)
     ]
     redis_client.set(KEYS.lock, "beat-token")
-    beat = redbeat_sync.BeatPass(
-        app=app, client=redbeat_sync.redis_client(app), origin="schedule", lock_token=b"beat-token"
-    )
+    beat = BeatPass(app=app, client=entries.redis_client(app), origin="schedule", lock_token=b"beat-token")
     wait_for(lambda: datetime.now(UTC) >= slot, timeout=5, what="the slot to fall due")
 
     start = threading.Barrier(9)
