@@ -215,7 +215,8 @@ class Ours:
         self.bench, self.timing = bench, timing
 
     def write(self, size: int, *, due: datetime | None) -> None:
-        """What sync/reconcile write (definition, next_slot, fire_at, rev, ZADD), through the same script."""
+        """What sync/reconcile write (a compact entry referring to a shared definition, ZADD), through the
+        same script."""
         entries, sync, app = self.bench.entries, self.bench.sync, self.bench.app
         spec = self.timing.ScheduleSpec(
             kind="cron", cron_expression="0 * * * *" if due is None else "* * * * * *"
@@ -226,7 +227,7 @@ class Ours:
         with client.pipeline(transaction=False) as pipe:
             for i in range(size):
                 desired = sync.Desired(entries.EntryDefinition(str(uuid.uuid4()), spec, 0, 6), slot)
-                keys = [self.bench.keys.entry(desired.definition.trigger_id), self.bench.keys.schedule]
+                keys = sync.write_keys(self.bench.keys, self.bench.keys.entry(desired.definition.trigger_id))
                 script(keys=keys, args=["", "", "", *desired.put_args()], client=pipe)
                 if i % 5000 == 4999:
                     pipe.execute()

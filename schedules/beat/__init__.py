@@ -10,17 +10,25 @@ Modules, each depending only on those above it:
 * `reconcile` the full rebuild, the changed-since pass and the slow audit in slices
 * `scheduler` `TriggerScheduler` (lock, standby, outages), housekeeping tasks and the beat-less tick
 
-Key layout (``<prefix>`` is ``REDBEAT_KEY_PREFIX``, default ``redbeat``)::
+Key layout 2 (``<prefix>`` is ``REDBEAT_KEY_PREFIX``, default ``{redbeat}``: the braces are a Redis Cluster
+hash tag, so every key below, and so every multi-key script, is in one slot)::
 
     <prefix>::lock           string  the leader lock: a redis-py Lock token with a TTL of REDBEAT_LOCK_TIMEOUT
     <prefix>:schedule        zset    entry key -> due time in whole unix seconds, ceil(fire_at): never early
-    <prefix>:trigger:<uuid>  hash    one trigger's entry
-        definition  JSON {"task": "executions.fire", "args": ["<uuid>"], "options": {"priority": 0|3|6|9},
-                          "schedule": {"__type__": "trigger", <ScheduleSpec fields>, "jitter_seconds": n}}
-        next_slot   ISO-8601 UTC: the next slot the beat owes (the nominal instant: the run's identity)
-        fire_at     unix seconds: next_slot plus its deterministic jitter (when it becomes due)
-        rev         integer, +1 on every write made from the database (sync, reconcile)
-        catchup     ISO-8601 UTC: the last missed slot reconcile sent, so each is sent once
+    <prefix>:t:<uuid>        hash    one trigger's entry, short field names (a small hash: one listpack)
+        d   the id of its definition in <prefix>::defs
+        s   next slot, microseconds since the epoch: the slot the beat owes (the nominal instant: the
+            run's identity)
+        f   fire_at, microseconds: the next slot plus its deterministic jitter (when it becomes due)
+        r   rev, integer, +1 on every write made from the database (sync, reconcile)
+        c   microseconds: the last missed slot reconcile sent, so each is sent once
+    <prefix>::defs           hash    definition id (64 bits of a hash of the text) -> JSON {<ScheduleSpec
+                                     fields>, "jitter_seconds": n, "priority": 0|3|6|9}: stored once however
+                                     many triggers share it (same expression, zone, jitter and priority)
+    <prefix>::refs           hash    definition id -> entries referring to it; the write script keeps it
+                                     and removes a definition with its last entry
+    <prefix>::layout         string  "2"; any other value (or none) makes the leader rebuild every entry,
+                                     deleting layout 1's <prefix>:trigger:<uuid> entries first
     <prefix>::stats          hash    counters: fired_<origin>, conflicts, corrupt, quarantined
     <prefix>::reconciled     string  taken (TTL one reconcile period) by a tick endpoint call that reconciles
     <prefix>::built          string  set when a full reconcile completed: its absence (FLUSHDB, a Redis
@@ -29,9 +37,9 @@ Key layout (``<prefix>`` is ``REDBEAT_KEY_PREFIX``, default ``redbeat``)::
                                      (updated_at) before it, less an overlap, are known to be in Redis
     <prefix>::housekeeping:<task>  string  taken (TTL its period) by whoever sends that periodic system task
 
-A removed entry (trigger paused, completed, deleted or gone) keeps only ``rev``, as a tombstone that expires
-after TOMBSTONE_SECONDS: a revision must never repeat while a beat pass that read the old one may still be
-running, or an entry removed and re-created in between could pass its compare-and-set.
+A removed entry (trigger paused, completed, deleted or gone) keeps only ``r`` (rev), as a tombstone that
+expires after TOMBSTONE_SECONDS: a revision must never repeat while a beat pass that read the old one may
+still be running, or an entry removed and re-created in between could pass its compare-and-set.
 
 Every writer goes through one guard, a Lua compare-and-set on (next_slot, rev) as the writer read them:
 

@@ -52,17 +52,17 @@ if ARGV[1] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
 local out = {}
 for i = 3, #KEYS do
   local key, a = KEYS[i], 2 + (i - 3) * 6
-  local current = redis.pcall('HMGET', key, 'next_slot', 'rev')
+  local current = redis.pcall('HMGET', key, 's', 'r')
   if current.err or (current[1] or '') ~= ARGV[a] or (current[2] or '') ~= ARGV[a + 1] then
     out[i - 2] = 0
   else
     if ARGV[a + 2] == 'park' then
       redis.call('ZADD', KEYS[1], ARGV[a + 5], key)
     elseif ARGV[a + 3] == '' then
-      redis.call('HDEL', key, 'next_slot', 'fire_at')
+      redis.call('HDEL', key, 's', 'f')
       redis.call('ZREM', KEYS[1], key)
     else
-      redis.call('HSET', key, 'next_slot', ARGV[a + 3], 'fire_at', ARGV[a + 4])
+      redis.call('HSET', key, 's', ARGV[a + 3], 'f', ARGV[a + 4])
       redis.call('ZADD', KEYS[1], ARGV[a + 5], key)
     end
     out[i - 2] = 1
@@ -250,7 +250,7 @@ class BeatPass:
 
     def _load(self, keys: Sequence[str], result: PassResult) -> list[TriggerEntry]:
         entries, corrupt = [], []
-        for observed in read_entries(self.client, keys):
+        for observed in read_entries(self.client, self.keys, keys):
             try:
                 entries.append(TriggerEntry.from_observed(observed, app=self.app, keys=self.keys))
             except KeyError as exc:
@@ -280,7 +280,7 @@ class BeatPass:
                 tail: list[Any] = ["advance", "", "", ""]
             else:
                 fire_at = entry.definition.fire_at(following)
-                tail = ["advance", iso(following), epoch_text(fire_at), score_of(fire_at)]
+                tail = ["advance", epoch_text(following), epoch_text(fire_at), score_of(fire_at)]
             keys.append(entry.key)
             args += [entry.observed.expected_slot, entry.observed.expected_rev, *tail]
         for entry in parked:

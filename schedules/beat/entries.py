@@ -4,6 +4,7 @@ back (one Lua script per chunk) into `Observed` values and RedBeat `TriggerEntry
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -40,6 +41,11 @@ CHUNK_SIZE = 1000
 #: How long a removed entry's rev survives (see the module docstring); far longer than any beat pass.
 TOMBSTONE_SECONDS = 3600
 TINY = timedelta(microseconds=1)
+#: The version of the key layout and entry encoding. A leader that finds another in `<prefix>::layout` (or
+#: none) rebuilds every entry, dropping the old layout's keys first (`reconcile.reconcile`).
+LAYOUT = "2"
+#: The hash fields of an entry (short names: a field name is stored in every entry).
+DEFINITION, NEXT_SLOT, FIRE_AT, REV, CATCHUP = "d", "s", "f", "r", "c"
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -77,18 +83,39 @@ class Keys:
         return f"{self.prefix}::watermark"
 
     @property
+    def layout(self) -> str:
+        return f"{self.prefix}::layout"
+
+    @property
+    def definitions(self) -> str:
+        return f"{self.prefix}::defs"
+
+    @property
+    def references(self) -> str:
+        return f"{self.prefix}::refs"
+
+    @property
     def entry_pattern(self) -> str:
+        return f"{self.prefix}:t:*"
+
+    @property
+    def legacy_entry_pattern(self) -> str:
+        """Entries of layout 1 (`<prefix>:trigger:<uuid>`, JSON definitions inline)."""
         return f"{self.prefix}:trigger:*"
 
     def entry(self, trigger_id: uuid.UUID | str) -> str:
-        return f"{self.prefix}:trigger:{trigger_id}"
+        return f"{self.prefix}:t:{trigger_id}"
 
     def housekeeping(self, task: str) -> str:
         return f"{self.prefix}::housekeeping:{task}"
 
+    def owns(self, key: str) -> bool:
+        """Whether a key is under the entry prefix of this layout or the last one."""
+        return key.startswith((f"{self.prefix}:t:", f"{self.prefix}:trigger:"))
+
     def trigger_id(self, key: str) -> uuid.UUID | None:
         """The trigger an entry key belongs to, or None for a key that is not one of ours."""
-        head = f"{self.prefix}:trigger:"
+        head = f"{self.prefix}:t:"
         if not key.startswith(head):
             return None
         try:
@@ -121,8 +148,22 @@ def score_of(fire_at: datetime) -> int:
     return math.ceil(fire_at.timestamp())
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def epoch_text(moment: datetime) -> str:
-    return f"{moment.timestamp():.6f}"
+    """An instant as stored in an entry: whole microseconds since the epoch, exact (Redis keeps a small
+    integer in a few bytes of the entry's listpack, an ISO string in 25)."""
+    return str((moment - EPOCH) // TINY)
+
+
+def parse_epoch(value: Any, what: str) -> datetime:
+    if not isinstance(value, str) or not value.lstrip("-").isdigit():
+        raise CorruptEntry(f"{what} is not a whole number of microseconds")
+    try:
+        return EPOCH + int(value) * TINY
+    except OverflowError:
+        raise CorruptEntry(f"{what} is out of range") from None
 
 
 class CorruptEntry(KeyError):
@@ -202,39 +243,25 @@ class EntryDefinition:
 
     @cached_property
     def encoded(self) -> str:
-        """The definition as stored: compact and key-sorted, so equal definitions are equal bytes."""
-        schedule = {"__type__": "trigger", **_spec_to_json(self.spec), "jitter_seconds": self.jitter_seconds}
+        """The shared part as stored in `<prefix>::defs`: schedule, jitter and priority, compact and
+        key-sorted so equal definitions are equal bytes. No trigger id: triggers on the same expression,
+        zone, jitter and priority share one copy."""
         document = {
-            "task": FIRE_TASK,
-            "args": [self.trigger_id],
-            "options": {"priority": self.priority},
-            "schedule": schedule,
+            **_spec_to_json(self.spec),
+            "jitter_seconds": self.jitter_seconds,
+            "priority": self.priority,
         }
         return json.dumps(document, separators=(",", ":"), sort_keys=True)
+
+    @cached_property
+    def ref(self) -> str:
+        """The id an entry stores in place of the definition: 64 bits of its hash."""
+        return hashlib.blake2b(self.encoded.encode(), digest_size=8).hexdigest()
 
     @classmethod
     def from_json(cls, trigger_id: str, raw: str) -> EntryDefinition:
         """Every way a definition can be wrong becomes CorruptEntry (a KeyError)."""
-        try:
-            document = json.loads(raw)
-        except (TypeError, ValueError):
-            raise CorruptEntry("definition is not JSON") from None
-        if not isinstance(document, dict):
-            raise CorruptEntry("definition is not a JSON object")
-        schedule = document.get("schedule")
-        if not isinstance(schedule, dict) or schedule.get("__type__") != "trigger":
-            kind = schedule.get("__type__") if isinstance(schedule, dict) else type(schedule).__name__
-            raise CorruptEntry(f"unknown schedule type {kind!r}")
-        if document.get("task") != FIRE_TASK or document.get("args") != [trigger_id]:
-            raise CorruptEntry("definition is not this trigger's")
-        options = document.get("options")
-        priority = options.get("priority") if isinstance(options, dict) else None
-        jitter = schedule.get("jitter_seconds", 0)
-        if not isinstance(priority, int) or not 0 <= priority <= 9:
-            raise CorruptEntry("options.priority is not a broker priority")
-        if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
-            raise CorruptEntry("schedule.jitter_seconds is not a whole number of seconds")
-        return cls(trigger_id, _spec_from_json(schedule), jitter, priority)
+        return cls(trigger_id, *_parse_definition(raw))
 
     def fire_at(self, slot: datetime) -> datetime:
         return slot + timing.jitter_offset(self.trigger_id, slot, self.jitter_seconds)
@@ -256,6 +283,24 @@ class EntryDefinition:
         if self.fire_at(send) > now:  # its jitter has not elapsed yet: the one before it is the due one
             send = tail[-2] if len(tail) > 1 else slot
         return send, self.next_after(send)
+
+
+@lru_cache(maxsize=4096)
+def _parse_definition(raw: str) -> tuple[timing.ScheduleSpec, int, int]:
+    """Parsed once per distinct definition text, however many entries share it."""
+    try:
+        document = json.loads(raw)
+    except (TypeError, ValueError):
+        raise CorruptEntry("definition is not JSON") from None
+    if not isinstance(document, dict):
+        raise CorruptEntry("definition is not a JSON object")
+    priority = document.get("priority")
+    jitter = document.get("jitter_seconds", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise CorruptEntry("priority is not a broker priority")
+    if isinstance(jitter, bool) or not isinstance(jitter, int) or jitter < 0:
+        raise CorruptEntry("jitter_seconds is not a whole number of seconds")
+    return _spec_from_json(document), jitter, priority
 
 
 @lru_cache(maxsize=65536)
@@ -285,29 +330,32 @@ def last_slots_until(
 # Reading entries
 
 
-ENTRY_FIELDS = ("definition", "next_slot", "fire_at", "rev", "catchup")
+ENTRY_FIELDS = (DEFINITION, NEXT_SLOT, FIRE_AT, REV, CATCHUP)
 
 
 @dataclass(frozen=True)
 class Observed:
-    """One entry as Redis holds it: raw values (what a compare-and-set compares) and whether it is usable."""
+    """One entry as Redis holds it: raw values (what a compare-and-set compares) and whether it is usable.
+    `definition_raw` is the shared definition its `definition_ref` names (None when that is missing)."""
 
     key: str
-    definition_raw: str | None = None
+    definition_ref: str | None = None
     next_slot_raw: str | None = None
     fire_at_raw: str | None = None
     rev_raw: str | None = None
     catchup_raw: str | None = None
     score: float | None = None
     wrong_type: bool = False
+    definition_raw: str | None = None
 
     @classmethod
-    def of(cls, key: str, reply: Any) -> Observed:
+    def of(cls, key: str, reply: Any, definitions: dict[str, str]) -> Observed:
         if not isinstance(reply, list):
             return cls(key=key, wrong_type=True)
         fields = [*reply, None, None, None, None, None, None][:6]
-        definition, next_slot, fire_at, rev, catchup = fields[:5]
-        return cls(key, definition, next_slot, fire_at, rev, catchup, score=_score(fields[5]))
+        ref, next_slot, fire_at, rev, catchup = fields[:5]
+        text = definitions.get(ref) if ref is not None else None
+        return cls(key, ref, next_slot, fire_at, rev, catchup, _score(fields[5]), definition_raw=text)
 
     @property
     def expected_slot(self) -> str:
@@ -320,37 +368,75 @@ class Observed:
     @property
     def exists(self) -> bool:
         """An entry the beat would fire (a tombstone does not count)."""
-        return self.wrong_type or self.definition_raw is not None or self.score is not None
+        return self.wrong_type or self.definition_ref is not None or self.score is not None
 
 
 def _score(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float | str) else None
 
 
-#: KEYS entry keys. ARGV[1] the schedule key, or '' to skip scores. Per key: its ENTRY_FIELDS (plus its score
-#: when asked), or 0 for a key of another type: one bad key must not fail the chunk.
+#: KEYS the definitions hash, the schedule, then the entries. ARGV[1] '1' to read scores too. Per entry its
+#: ENTRY_FIELDS (plus its score when asked), or 0 for a key of another type: one bad key must not fail the
+#: chunk. Last, the definitions the chunk refers to, each once, as a flat list of id, text.
 READ_SCRIPT = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local fields = redis.pcall('HMGET', key, 'definition', 'next_slot', 'fire_at', 'rev', 'catchup')
+local out, wanted, ids = {}, {}, {}
+for i = 3, #KEYS do
+  local fields = redis.pcall('HMGET', KEYS[i], 'd', 's', 'f', 'r', 'c')
   if fields.err then
-    out[i] = 0
+    out[i - 2] = 0
   else
-    if ARGV[1] ~= '' then fields[6] = redis.call('ZSCORE', ARGV[1], key) end
-    out[i] = fields
+    if ARGV[1] == '1' then fields[6] = redis.call('ZSCORE', KEYS[2], KEYS[i]) end
+    out[i - 2] = fields
+    if fields[1] and not wanted[fields[1]] then
+      wanted[fields[1]] = true
+      ids[#ids + 1] = fields[1]
+    end
   end
 end
+local definitions = {}
+if #ids > 0 then
+  local texts = redis.call('HMGET', KEYS[1], unpack(ids))
+  for j, id in ipairs(ids) do
+    definitions[2 * j - 1] = id
+    definitions[2 * j] = texts[j]
+  end
+end
+out[#KEYS - 1] = definitions
 return out
 """
 
 
-def read_entries(client: redis.Redis, keys: Sequence[str], *, schedule_key: str = "") -> list[Observed]:
-    """One round trip for a chunk of entries: a Lua loop of HMGETs costs half what a pipeline of them does
-    (redis-py packs and parses one command instead of a thousand)."""
-    if not keys:
+def read_entries(
+    client: redis.Redis, keys: Keys, entry_keys: Sequence[str], *, scores: bool = False
+) -> list[Observed]:
+    """One round trip for a chunk of entries and the definitions they share: a Lua loop of HMGETs costs
+    half what a pipeline of them does (redis-py packs and parses one command instead of a thousand)."""
+    if not entry_keys:
         return []
-    replies = registered_script(client, READ_SCRIPT)(keys=list(keys), args=[schedule_key], client=client)
-    return [Observed.of(key, reply) for key, reply in zip(keys, replies, strict=True)]
+    replies = registered_script(client, READ_SCRIPT)(
+        keys=[keys.definitions, keys.schedule, *entry_keys], args=["1" if scores else ""], client=client
+    )
+    flat = replies[-1]
+    definitions = {flat[i]: flat[i + 1] for i in range(0, len(flat), 2) if flat[i + 1] is not None}
+    return [Observed.of(key, reply, definitions) for key, reply in zip(entry_keys, replies[:-1], strict=True)]
+
+
+def describe(client: redis.Redis, keys: Keys, key: str) -> dict[str, Any]:
+    """One entry in words (ISO instants, the definition it refers to), for people and tests: the stored
+    form is compact, not readable."""
+    (observed,) = read_entries(client, keys, [key], scores=True)
+    if observed.wrong_type:
+        return {"wrong_type": True}
+    shown: dict[str, Any] = {}
+    if observed.definition_ref is not None:
+        shown["definition"] = observed.definition_raw
+    for name, raw in (("next_slot", observed.next_slot_raw), ("fire_at", observed.fire_at_raw),
+                      ("catchup", observed.catchup_raw)):  # fmt: skip
+        if raw is not None:
+            shown[name] = iso(parse_epoch(raw, name))
+    if observed.rev_raw is not None:
+        shown["rev"] = observed.rev_raw
+    return shown
 
 
 class TriggerSchedule(BaseSchedule):
@@ -413,7 +499,7 @@ class TriggerEntry(RedBeatSchedulerEntry):
     def from_key(cls, key: str, app: Celery | None = None) -> TriggerEntry:
         app = app or celery_app()
         try:
-            (observed,) = read_entries(redis_client(app), [key])
+            (observed,) = read_entries(redis_client(app), Keys.of(app), [key])
         except ResponseError as exc:
             raise CorruptEntry(f"unreadable: {exc}") from None
         return cls.from_observed(observed, app=app)
@@ -428,14 +514,13 @@ class TriggerEntry(RedBeatSchedulerEntry):
         trigger_id = keys.trigger_id(observed.key)
         if trigger_id is None:
             raise CorruptEntry("not a trigger entry key")
-        if observed.definition_raw is None or observed.next_slot_raw is None or observed.fire_at_raw is None:
+        if observed.definition_ref is None or observed.next_slot_raw is None or observed.fire_at_raw is None:
             raise CorruptEntry("missing definition, next_slot or fire_at")
+        if observed.definition_raw is None:
+            raise CorruptEntry(f"definition {observed.definition_ref} is not in {keys.definitions}")
         definition = EntryDefinition.from_json(str(trigger_id), observed.definition_raw)
-        slot = parse_instant(observed.next_slot_raw, "next_slot")
-        try:
-            fire_at = datetime.fromtimestamp(float(observed.fire_at_raw), UTC)
-        except (ValueError, OverflowError, OSError):
-            raise CorruptEntry("fire_at is not a unix time") from None
+        slot = parse_epoch(observed.next_slot_raw, "next_slot")
+        fire_at = parse_epoch(observed.fire_at_raw, "fire_at")
         return cls(
             key=observed.key, definition=definition, slot=slot, fire_at=fire_at, observed=observed, app=app
         )

@@ -21,18 +21,20 @@ from schedules.beat import dispatch
 from schedules.beat.dispatch import Fire
 from schedules.beat.entries import (
     CHUNK_SIZE,
+    LAYOUT,
     TINY,
     EntryDefinition,
     Keys,
     Observed,
     celery_app,
+    epoch_text,
     iso,
     last_slots_until,
     read_entries,
     redis_client,
     registered_script,
 )
-from schedules.beat.sync import WRITE_SCRIPT, Desired, SlotMemo, apply_writes, desired_entry
+from schedules.beat.sync import WRITE_SCRIPT, Desired, SlotMemo, apply_writes, desired_entry, write_keys
 from schedules.models import Trigger
 
 # The pure policy module (no Django, no Celery) is the one table of broker priorities for fires and launches.
@@ -120,7 +122,7 @@ def _active_triggers(chunk_size: int) -> Iterator[list[Trigger]]:
 def _verdict(observed: Observed, desired: Desired | None) -> str | None:
     if desired is None:
         return "removed" if observed.exists else None
-    if observed.definition_raw is None and not observed.wrong_type:
+    if observed.definition_ref is None and not observed.wrong_type:
         return "added"
     return None if desired.matches(observed) else "corrected"
 
@@ -152,7 +154,7 @@ def _missed_slot(
     spacing = (following - first) if following is not None else timedelta(seconds=1)
     tail = [s for s in last_slots_until(definition.spec, first, until, spacing=spacing) if s > floor]
     tail = [s for s in tail if definition.fire_at(s) + grace < now]
-    if not tail or observed.catchup_raw == iso(tail[-1]):
+    if not tail or observed.catchup_raw == epoch_text(tail[-1]):
         return None
     return Fire(definition.trigger_id, tail[-1], definition.priority, "catchup")
 
@@ -173,6 +175,8 @@ def reconcile(
     app = app or celery_app()
     client, keys = redis_client(app), Keys.of(app)
     report = ReconcileReport(dry_run=dry_run)
+    if not dry_run and client.get(keys.layout) != LAYOUT:
+        _drop_legacy_entries(client, keys)
     on_redis = set(client.scan_iter(match=keys.entry_pattern, count=1000))
     on_redis.update(client.zrange(keys.schedule, 0, -1))
     started = clock.now()
@@ -183,9 +187,24 @@ def reconcile(
         seen.update(_reconcile_page(app, client, keys, page, report, memo, producer))
     _remove_orphans(client, keys, sorted(on_redis - seen), report, pause)
     if not dry_run:
-        client.set(keys.built, iso(started))
-        client.set(keys.watermark, iso(started))
+        client.mset({keys.built: iso(started), keys.watermark: iso(started), keys.layout: LAYOUT})
     return report
+
+
+def _drop_legacy_entries(client: redis.Redis, keys: Keys) -> None:
+    """Before a rebuild into a new layout: the old layout's entries out of the schedule and out of Redis, at
+    once (no firing in between: the beat would meet them and drop each as corrupt, with a warning). A few
+    seconds at a million entries, well within a lock timeout."""
+    batch: list[str] = []
+    for key in [*client.scan_iter(match=keys.legacy_entry_pattern, count=10_000), None]:
+        if key is not None:
+            batch.append(key)
+        if batch and (key is None or len(batch) == CHUNK_SIZE):
+            with client.pipeline(transaction=False) as pipe:
+                pipe.zrem(keys.schedule, *batch)
+                pipe.delete(*batch)
+                pipe.execute()
+            batch = []
 
 
 def reconcile_changed(
@@ -229,7 +248,7 @@ def _reconcile_page(
 ) -> list[str]:
     """Repair the entries of one page of active triggers (and send their missed slots); returns the keys
     seen. A dry-run report reads and decides but writes and sends nothing."""
-    observed = read_entries(client, [keys.entry(t.pk) for t in page], schedule_key=keys.schedule)
+    observed = read_entries(client, keys, [keys.entry(t.pk) for t in page], scores=True)
     now = clock.now()  # after the read: see desired_entry
     writes: list[tuple[Observed, Desired | None]] = []
     missed: list[tuple[Observed, Desired | None, Fire]] = []
@@ -308,12 +327,12 @@ def _send_catchups(
     dispatch.publish(app, [fire for _observed, _desired, fire in missed], producer=producer)
     client.hincrby(keys.stats, "fired_catchup", len(missed))
     script = registered_script(client, WRITE_SCRIPT)
-    fresh = read_entries(client, [observed.key for observed, _d, _f in missed])
+    fresh = read_entries(client, keys, [observed.key for observed, _d, _f in missed])
     with client.pipeline(transaction=False) as pipe:
         for entry, (_observed, _desired, fire) in zip(fresh, missed, strict=True):
-            if entry.definition_raw is not None:
-                args = ["", entry.expected_slot, entry.expected_rev, "catchup", iso(fire.slot)]
-                script(keys=[entry.key, keys.schedule], args=args, client=pipe)
+            if entry.definition_ref is not None:
+                args = ["", entry.expected_slot, entry.expected_rev, "catchup", epoch_text(fire.slot)]
+                script(keys=write_keys(keys, entry.key), args=args, client=pipe)
         pipe.execute(raise_on_error=False)
 
 
@@ -342,13 +361,13 @@ def _remove_orphans(
             report.removed.extend(foreign)
             if not report.dry_run:
                 client.zrem(keys.schedule, *foreign)
-                ours = [key for key in foreign if key.startswith(f"{keys.prefix}:trigger:")]
+                ours = [key for key in foreign if keys.owns(key)]
                 if ours:
                     client.delete(*ours)
         candidates_ours = [
             key for key, trigger_id in ids.items() if trigger_id and str(trigger_id) not in active
         ]
-        observed = read_entries(client, candidates_ours, schedule_key=keys.schedule)
+        observed = read_entries(client, keys, candidates_ours, scores=True)
         orphans = [entry for entry in observed if entry.exists]
         report.removed.extend(str(ids[entry.key]) for entry in orphans)
         if not report.dry_run:

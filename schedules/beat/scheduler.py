@@ -22,6 +22,7 @@ from redis.exceptions import LockNotOwnedError
 
 from schedules.beat.dispatch import OUTAGE_ERRORS, BeatPass, LockLost, Once
 from schedules.beat.entries import (
+    LAYOUT,
     Keys,
     TriggerEntry,
     celery_app,
@@ -234,15 +235,15 @@ class TriggerScheduler(RedBeatScheduler):
         repair's watermark (less an overlap for transactions that committed late), so taking over at a
         million triggers costs what changed, not a million rows. A full rebuild runs instead when Redis
         has lost what the last full one built (`built` is gone: FLUSHDB, a Redis restarted empty, a
-        first start), its chunks interleaved with firing as ever."""
+        first start) or holds another layout (an upgrade), its chunks interleaved with firing as ever."""
         self._reconcile_now = False
         close_old_connections()  # a long-lived process: drop a connection the database has closed
         try:
             client, keys = redis_client(self.app), Keys.of(self.app)
-            built, watermark = client.mget([keys.built, keys.watermark])
+            built, watermark, layout = client.mget([keys.built, keys.watermark, keys.layout])
             pause, producer = self._between_reconcile_chunks, self.producer
-            if built is None or watermark is None:
-                logger.info("beat: no complete build in Redis; rebuilding every entry")
+            if built is None or watermark is None or layout != LAYOUT:
+                logger.info("beat: no complete build of layout %s in Redis; rebuilding every entry", LAYOUT)
                 report = reconcile(app=self.app, pause=pause, producer=producer)
             else:
                 overlap = timedelta(seconds=2 * self.reconcile_seconds + 30)

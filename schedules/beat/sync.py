@@ -23,16 +23,13 @@ from schedules.beat.entries import (
     Observed,
     celery_app,
     epoch_text,
-    iso,
-    parse_instant,
+    parse_epoch,
     read_entries,
     redis_client,
     registered_script,
     score_of,
 )
 from schedules.models import Trigger
-
-# The pure policy module (no Django, no Celery) is the one table of broker priorities for fires and launches.
 from toolkit import clock
 
 logger = logging.getLogger(__name__)
@@ -41,35 +38,43 @@ logger = logging.getLogger(__name__)
 SYNC_ATTEMPTS = 8
 
 
-_GUARD = """
-local current = redis.call('HMGET', KEYS[1], 'next_slot', 'rev')
+#: KEYS entry, schedule, definitions, references. ARGV unused, expected next_slot, expected rev, mode ('put' |
+#: 'remove' | 'catchup'), then for put: definition id, definition text, next_slot, fire_at, score; for remove:
+#: tombstone TTL; for catchup: the slot. Returns the new rev, or 0 when the entry changed since it was read.
+#: A definition is stored once, with the number of entries that refer to it; the last one out removes it.
+WRITE_SCRIPT = """
+local current = redis.call('HMGET', KEYS[1], 's', 'r', 'd')
 if (current[1] or '') ~= ARGV[2] or (current[2] or '') ~= ARGV[3] then return 0 end
-"""
-
-
-#: KEYS entry, schedule. ARGV unused, expected next_slot, expected rev, mode ('put' | 'remove' | 'catchup'),
-#: then for put: definition, next_slot, fire_at, score; for remove: tombstone TTL; for catchup: the slot.
-#: Returns the new rev, or 0 when the entry changed since it was read.
-WRITE_SCRIPT = (
-    _GUARD
-    + """
 if ARGV[4] == 'catchup' then
-  redis.call('HSET', KEYS[1], 'catchup', ARGV[5])
+  redis.call('HSET', KEYS[1], 'c', ARGV[5])
   return 1
 end
-local rev = redis.call('HINCRBY', KEYS[1], 'rev', 1)
+local rev = redis.call('HINCRBY', KEYS[1], 'r', 1)
+local old, new = current[3], false
 if ARGV[4] == 'put' then
-  redis.call('HSET', KEYS[1], 'definition', ARGV[5], 'next_slot', ARGV[6], 'fire_at', ARGV[7])
+  new = ARGV[5]
+  if old ~= new and redis.call('HINCRBY', KEYS[4], new, 1) == 1 then
+    redis.call('HSET', KEYS[3], new, ARGV[6])
+  end
+  redis.call('HSET', KEYS[1], 'd', new, 's', ARGV[7], 'f', ARGV[8])
   redis.call('PERSIST', KEYS[1])
-  redis.call('ZADD', KEYS[2], ARGV[8], KEYS[1])
+  redis.call('ZADD', KEYS[2], ARGV[9], KEYS[1])
 else
-  redis.call('HDEL', KEYS[1], 'definition', 'next_slot', 'fire_at', 'catchup')
+  redis.call('HDEL', KEYS[1], 'd', 's', 'f', 'c')
   redis.call('EXPIRE', KEYS[1], ARGV[5])
   redis.call('ZREM', KEYS[2], KEYS[1])
 end
+if old and old ~= new and redis.call('HINCRBY', KEYS[4], old, -1) <= 0 then
+  redis.call('HDEL', KEYS[4], old)
+  redis.call('HDEL', KEYS[3], old)
+end
 return rev
 """
-)
+
+
+def write_keys(keys: Keys, entry_key: str) -> list[str]:
+    """The KEYS of WRITE_SCRIPT for one entry."""
+    return [entry_key, keys.schedule, keys.definitions, keys.references]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -88,8 +93,9 @@ class Desired:
     def put_args(self) -> list[str | int]:
         return [
             "put",
+            self.definition.ref,
             self.definition.encoded,
-            iso(self.slot),
+            epoch_text(self.slot),
             epoch_text(self.fire_at),
             score_of(self.fire_at),
         ]
@@ -97,8 +103,9 @@ class Desired:
     def matches(self, observed: Observed) -> bool:
         return (
             not observed.wrong_type
+            and observed.definition_ref == self.definition.ref
             and observed.definition_raw == self.definition.encoded
-            and observed.next_slot_raw == iso(self.slot)
+            and observed.next_slot_raw == epoch_text(self.slot)
             and observed.fire_at_raw == epoch_text(self.fire_at)
             and observed.score == score_of(self.fire_at)
         )
@@ -158,7 +165,7 @@ def _owed_slot(
             current = EntryDefinition.from_json(definition.trigger_id, observed.definition_raw)
             if current.spec != definition.spec:
                 return None
-        slot = parse_instant(observed.next_slot_raw, "next_slot")
+        slot = parse_epoch(observed.next_slot_raw, "next_slot")
         if memo.next(definition.spec, slot - TINY, trigger.runs_so_far) != slot:
             return None
     except (KeyError, timing.TimingError):
@@ -166,20 +173,6 @@ def _owed_slot(
     if trigger.last_slot is not None and slot <= trigger.last_slot:
         return None
     return slot
-
-
-def _write(client: redis.Redis, keys: Keys, observed: Observed, desired: Desired | None) -> bool:
-    """Write one entry if it is still what was read. A WRONGTYPE key is deleted first: it cannot be ours."""
-    if observed.wrong_type:
-        client.delete(observed.key)
-        observed = Observed(key=observed.key)
-    args = desired.put_args() if desired is not None else ["remove", TOMBSTONE_SECONDS]
-    written = registered_script(client, WRITE_SCRIPT)(
-        keys=[observed.key, keys.schedule],
-        args=["", observed.expected_slot, observed.expected_rev, *args],
-        client=client,
-    )
-    return bool(written)
 
 
 def sync_trigger(trigger_id: uuid.UUID | str) -> Desired | None:
@@ -191,10 +184,10 @@ def sync_trigger(trigger_id: uuid.UUID | str) -> Desired | None:
     client, keys = redis_client(app), Keys.of(app)
     key = keys.entry(trigger_id)
     for _attempt in range(SYNC_ATTEMPTS):
-        (observed,) = read_entries(client, [key])
+        (observed,) = read_entries(client, keys, [key])
         trigger = Trigger.objects.filter(pk=trigger_id).first()
         desired = desired_entry(trigger, observed, now=clock.now())
-        if _write(client, keys, observed, desired):
+        if apply_writes(client, keys, [(observed, desired)])[0]:
             logger.debug("sync: %s -> %s", key, desired.slot if desired else "removed")
             return desired
     client.hincrby(keys.stats, "conflicts", 1)
@@ -214,7 +207,7 @@ def sync_triggers(trigger_ids: Sequence[uuid.UUID | str]) -> None:
     client, keys = redis_client(app), Keys.of(app)
     for start in range(0, len(ids), CHUNK_SIZE):
         chunk = ids[start : start + CHUNK_SIZE]
-        observed = read_entries(client, [keys.entry(pk) for pk in chunk])
+        observed = read_entries(client, keys, [keys.entry(pk) for pk in chunk])
         rows = {str(t.pk): t for t in Trigger.objects.filter(pk__in=chunk)}
         now = clock.now()
         writes = [
@@ -230,7 +223,8 @@ def apply_writes(
     client: redis.Redis, keys: Keys, writes: Sequence[tuple[Observed, Desired | None]]
 ) -> list[bool]:
     """Pipelined compare-and-set writes; whether each one was written. A conflict means another writer got
-    there first, with a newer row (reconcile leaves it; `sync_triggers` hands it to `sync_trigger`)."""
+    there first, with a newer row (reconcile leaves it; `sync_trigger` retries, `sync_triggers` hands it to
+    `sync_trigger`). A WRONGTYPE key is deleted first: it cannot be ours."""
     if not writes:
         return []
     wrong = [observed.key for observed, _desired in writes if observed.wrong_type]
@@ -241,6 +235,6 @@ def apply_writes(
         for observed, desired in writes:
             args = desired.put_args() if desired is not None else ["remove", TOMBSTONE_SECONDS]
             expected = ("", "") if observed.wrong_type else (observed.expected_slot, observed.expected_rev)
-            script(keys=[observed.key, keys.schedule], args=["", *expected, *args], client=pipe)
+            script(keys=write_keys(keys, observed.key), args=["", *expected, *args], client=pipe)
         replies = pipe.execute(raise_on_error=False)
     return [bool(reply) and not isinstance(reply, Exception) for reply in replies]

@@ -23,6 +23,7 @@ from scheduler_project.celery import app
 from schedules import services
 from schedules.beat.entries import Keys
 from schedules.models import Trigger
+from tests.support.beat import entry_of, write_raw
 from tests.support.procs import Fleet, celery_cmd, wait_for
 from toolkit import metrics
 
@@ -329,7 +330,7 @@ def test_an_edit_or_delete_racing_a_tick_never_fires_the_old_slot(processes, red
     assert redis_client.zscore(KEYS.schedule, KEYS.entry(doomed.pk)) is None, (
         "and its entry did not come back"
     )
-    assert "definition" not in {k.decode() for k in redis_client.hkeys(KEYS.entry(doomed.pk))}
+    assert "definition" not in entry_of(KEYS, KEYS.entry(doomed.pk))
     assert int(redis_client.hget(KEYS.stats, "conflicts") or 0) >= 2
     wait_recorded(edited, slots_of(sent, edited))
     assert slot not in recorded(edited), "nor recorded (the fire task would refuse it anyway)"
@@ -400,13 +401,21 @@ def test_corrupt_entries_are_logged_once_and_the_others_keep_firing(processes, r
     bad_json = KEYS.entry("00000000-0000-0000-0000-0000000000a1")
     unknown_type = KEYS.entry("00000000-0000-0000-0000-0000000000a2")
     wrong_type = KEYS.entry("00000000-0000-0000-0000-0000000000a3")
-    redis_client.hset(bad_json, mapping={"definition": "{oops", "next_slot": "x", "fire_at": str(now)})
+    due = str(int(now * 1_000_000))
+    write_raw(redis_client, KEYS, bad_json, definition="{oops", fire_at=due)
     crontab = json.dumps({"schedule": {"__type__": "crontab"}})
-    redis_client.hset(unknown_type, mapping={"definition": crontab, "next_slot": "x", "fire_at": str(now)})
+    write_raw(redis_client, KEYS, unknown_type, definition=crontab, fire_at=due)
     redis_client.rpush(wrong_type, "not", "a", "hash")
-    definition = json.loads(redis_client.hget(KEYS.entry(raising.pk), "definition"))
-    definition["schedule"]["timezone"] = "Mars/Olympus"  # decodes fine; evaluating it raises
-    redis_client.hset(KEYS.entry(raising.pk), "definition", json.dumps(definition))
+    stored = entry_of(KEYS, KEYS.entry(raising.pk))
+    definition = {
+        **json.loads(stored["definition"]),
+        "timezone": "Mars/Olympus",
+    }  # decodes; evaluating raises
+    raw = redis_client.hmget(KEYS.entry(raising.pk), "s", "f")
+    write_raw(
+        redis_client, KEYS, KEYS.entry(raising.pk), definition=json.dumps(definition),
+        next_slot=raw[0].decode(), fire_at=raw[1].decode(),
+    )  # fmt: skip
     redis_client.zadd(KEYS.schedule, {bad_json: now, unknown_type: now, wrong_type: now})
     corrupt = (bad_json, unknown_type, wrong_type)
 
@@ -435,7 +444,7 @@ def test_corrupt_entries_are_logged_once_and_the_others_keep_firing(processes, r
     processes.stop("beat")
     for key in corrupt:
         assert redis_client.type(key) in (b"none", b"hash"), "at most a tombstone is left"
-        assert not redis_client.hexists(key, "definition")
+        assert "definition" not in entry_of(KEYS, key)
 
     log = processes.log("beat")
     assert processes.procs["beat"].returncode == 0

@@ -17,9 +17,18 @@ from scheduler_project.celery import app
 from schedules import services, timing
 from schedules.beat import dispatch, entries, sync
 from schedules.beat.dispatch import QUARANTINE_SECONDS, BeatPass, Fire, LockLost, Once
-from schedules.beat.entries import TOMBSTONE_SECONDS, EntryDefinition, Keys, TriggerEntry, iso
+from schedules.beat.entries import (
+    LAYOUT,
+    TOMBSTONE_SECONDS,
+    EntryDefinition,
+    Keys,
+    TriggerEntry,
+    epoch_text,
+    iso,
+)
 from schedules.beat.reconcile import Audit, reconcile, reconcile_changed
 from schedules.models import Trigger
+from tests.support.beat import entry_of, write_raw
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -63,7 +72,7 @@ def every_ten_seconds(user, frozen_clock, redis_client, committed) -> Trigger:
 
 
 def entry(client: redis.Redis, trigger: Trigger) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in client.hgetall(KEYS.entry(trigger.pk)).items()}
+    return entry_of(KEYS, KEYS.entry(trigger.pk))
 
 
 def score(client: redis.Redis, trigger: Trigger) -> float | None:
@@ -90,14 +99,13 @@ def at(seconds: float) -> datetime:
 def test_register_writes_an_entry_due_at_the_next_slot_not_at_once(every_ten_seconds, redis_client, sent):
     stored = entry(redis_client, every_ten_seconds)
     assert stored["next_slot"] == "2026-03-02T12:00:10+00:00"
-    assert float(stored["fire_at"]) == at(10).timestamp()
+    assert stored["fire_at"] == "2026-03-02T12:00:10+00:00"
     assert stored["rev"] == "1"
     assert score(redis_client, every_ten_seconds) == at(10).timestamp()
     definition = json.loads(stored["definition"])
-    assert definition["task"] == "executions.fire"
-    assert definition["args"] == [str(every_ten_seconds.pk)]
-    assert definition["options"] == {"priority": 6}
-    assert definition["schedule"]["cron_expression"] == "*/10 * * * * *"
+    assert (definition["priority"], definition["cron_expression"]) == (6, "*/10 * * * * *")
+    loaded = TriggerEntry.from_key(KEYS.entry(every_ten_seconds.pk), app=app)
+    assert (loaded.task, loaded.args) == ("executions.fire", [str(every_ten_seconds.pk)])
     assert run_pass(at(9.9)) == [], "a new entry waits for its next slot"
 
 
@@ -122,7 +130,7 @@ def test_jitter_delays_fire_at_by_whole_seconds_and_never_changes_the_slot(
         jitter_seconds=5,
     )
     stored = entry(redis_client, trigger)
-    fire_at = datetime.fromtimestamp(float(stored["fire_at"]), UTC)
+    fire_at = datetime.fromisoformat(stored["fire_at"])
     assert stored["next_slot"] == "2026-03-02T12:00:10+00:00"
     assert at(10) <= fire_at <= at(15)
     assert score(redis_client, trigger) == fire_at.timestamp()
@@ -158,7 +166,7 @@ def test_an_edit_that_keeps_the_schedule_keeps_the_slot_already_due(
     committed(services.trigger_update, trigger=every_ten_seconds, name="renamed", priority="urgent")
     stored = entry(redis_client, every_ten_seconds)
     assert stored["next_slot"] == "2026-03-02T12:00:10+00:00", "a rename must not skip the slot owed"
-    assert json.loads(stored["definition"])["options"] == {"priority": 0}
+    assert json.loads(stored["definition"])["priority"] == 0
     assert [(f.slot, f.priority) for f in run_pass(at(10.6))] == [(at(10), 0)]
 
 
@@ -197,7 +205,7 @@ def test_sync_of_a_trigger_that_does_not_exist_leaves_no_entry(redis_client, sen
 
 
 def with_definition(definition: str):
-    return lambda c, k: c.hset(k, mapping={"definition": definition, "next_slot": "x", "fire_at": "1"})
+    return lambda c, k: write_raw(c, KEYS, k, definition=definition)
 
 
 @pytest.mark.parametrize(
@@ -205,9 +213,10 @@ def with_definition(definition: str):
     [
         pytest.param(with_definition("{not json"), id="bad-json"),
         pytest.param(with_definition(json.dumps({"schedule": {"__type__": "crontab"}})), id="unknown-type"),
+        pytest.param(lambda c, k: c.hset(k, mapping={"d": "gone", "s": "1", "f": "1"}), id="no-definition"),
         pytest.param(with_definition(json.dumps([1, 2])), id="not-an-object"),
         pytest.param(lambda c, k: c.set(k, "a string"), id="wrongtype"),
-        pytest.param(lambda c, k: c.hset(k, "rev", "3"), id="tombstone"),
+        pytest.param(lambda c, k: c.hset(k, "r", "3"), id="tombstone"),
         pytest.param(lambda c, k: None, id="missing"),
     ],
 )
@@ -230,7 +239,7 @@ def test_corrupt_and_raising_entries_do_not_stop_the_others(every_ten_seconds, r
         "type": KEYS.entry("00000000-0000-0000-0000-00000000000b"),
         "raises": KEYS.entry("00000000-0000-0000-0000-00000000000c"),
     }
-    redis_client.hset(bad["json"], mapping={"definition": "{", "next_slot": "x", "fire_at": "1"})
+    write_raw(redis_client, KEYS, bad["json"], definition="{")
     redis_client.set(bad["type"], "x")
     raising = EntryDefinition(
         "00000000-0000-0000-0000-00000000000c",
@@ -238,12 +247,14 @@ def test_corrupt_and_raising_entries_do_not_stop_the_others(every_ten_seconds, r
         0,
         6,
     )
-    fields = {
-        "definition": raising.encoded,
-        "next_slot": iso(at(10)),
-        "fire_at": str(at(10).timestamp()),
-    }
-    redis_client.hset(bad["raises"], mapping=fields)
+    write_raw(
+        redis_client,
+        KEYS,
+        bad["raises"],
+        definition=raising.encoded,
+        next_slot=epoch_text(at(10)),
+        fire_at=epoch_text(at(10)),
+    )
     redis_client.zadd(KEYS.schedule, {key: at(5).timestamp() for key in bad.values()})
     shared_once = Once()
     with caplog.at_level(logging.WARNING, logger="schedules.beat.dispatch"):
@@ -426,7 +437,7 @@ def test_reconcile_rebuilds_entries_after_flushdb(every_ten_seconds, redis_clien
 
 def test_reconcile_removes_orphans_and_corrects_drift(every_ten_seconds, user, redis_client, committed, sent):
     orphan = KEYS.entry("00000000-0000-0000-0000-0000000000ff")
-    redis_client.hset(orphan, mapping={"definition": "{}", "next_slot": "x", "fire_at": "1"})
+    write_raw(redis_client, KEYS, orphan, definition="{}")
     redis_client.zadd(KEYS.schedule, {orphan: 1, "stray-member": 1})
     redis_client.zadd(KEYS.schedule, {KEYS.entry(every_ten_seconds.pk): at(500).timestamp()})  # drifted score
     paused = committed(
@@ -518,7 +529,7 @@ def test_the_changed_since_repair_fixes_a_lost_sync_and_reads_nothing_else(
 def test_the_audit_removes_orphans_from_the_schedule_in_slices(every_ten_seconds, redis_client, sent):
     orphans = [KEYS.entry(f"00000000-0000-0000-0000-{n:012d}") for n in range(5)]
     for key in orphans:
-        redis_client.hset(key, mapping={"definition": "{}", "next_slot": "x", "fire_at": "1"})
+        write_raw(redis_client, KEYS, key, definition="{}")
         redis_client.zadd(KEYS.schedule, {key: 1})
     audit = Audit(budget=1.0, rows=2)
     steps = 0
@@ -590,3 +601,44 @@ def test_hand_built_fire_messages_equal_what_send_task_sends(redis_client, setti
         for part in ("headers", "properties", "body"):
             assert mine.pop(part) == celerys.pop(part), part
         assert mine == celerys
+
+
+# --- Compact entries: shared definitions, layout upgrades -------------------------------------------------
+
+
+def test_triggers_on_one_schedule_share_one_definition_until_the_last_goes(
+    every_ten_seconds, user, redis_client, committed, sent
+):
+    twin = committed(
+        services.trigger_register, owner=user, name="twin", workflow_id="wf", cron_expression="*/10 * * * * *"
+    )
+    ref = redis_client.hget(KEYS.entry(twin.pk), "d")
+    assert ref == redis_client.hget(KEYS.entry(every_ten_seconds.pk), "d"), "one definition, referred twice"
+    assert redis_client.hlen(KEYS.definitions) == 1
+    assert redis_client.hget(KEYS.references, ref) == b"2"
+    assert redis_client.object("encoding", KEYS.entry(twin.pk)) == b"listpack", "a small hash, no JSON"
+    committed(services.trigger_update, trigger=twin, priority="urgent")  # another definition
+    assert redis_client.hget(KEYS.references, ref) == b"1"
+    assert redis_client.hlen(KEYS.definitions) == 2
+    committed(services.trigger_delete, trigger=twin)
+    committed(services.trigger_delete, trigger=every_ten_seconds)
+    assert redis_client.hlen(KEYS.definitions) == 0, "the last entry out takes its definition along"
+    assert redis_client.hlen(KEYS.references) == 0
+
+
+def test_a_leader_finding_the_old_layout_rebuilds_and_drops_its_entries(
+    every_ten_seconds, redis_client, sent
+):
+    """Layout 1 kept `<prefix>:trigger:<uuid>` hashes with inline JSON. A leader that finds no layout 2 in
+    Redis deletes them before anything fires and rebuilds every entry, then fires as ever."""
+    legacy = f"{KEYS.prefix}:trigger:{every_ten_seconds.pk}"
+    redis_client.delete(KEYS.entry(every_ten_seconds.pk), KEYS.layout)
+    redis_client.zrem(KEYS.schedule, KEYS.entry(every_ten_seconds.pk))
+    redis_client.hset(legacy, mapping={"definition": "{}", "next_slot": "2026-03-02T12:00:10+00:00"})
+    redis_client.zadd(KEYS.schedule, {legacy: at(10).timestamp()})
+    report = reconcile(app=app)
+    assert report.added == [str(every_ten_seconds.pk)]
+    assert not redis_client.exists(legacy)
+    assert redis_client.zrange(KEYS.schedule, 0, -1) == [KEYS.entry(every_ten_seconds.pk).encode()]
+    assert redis_client.get(KEYS.layout) == LAYOUT.encode()
+    assert [f.slot for f in run_pass(at(10.1))] == [at(10)]

@@ -20,6 +20,7 @@ from schedules.beat import entries
 from schedules.beat.dispatch import BeatPass
 from schedules.beat.entries import Keys
 from schedules.models import Trigger
+from tests.support.beat import entry_of
 from tests.support.procs import celery_cmd, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.urls(__name__)]
@@ -66,7 +67,7 @@ def test_a_missing_or_wrong_secret_is_401_and_fires_nothing(due_trigger, redis_c
     response = post(Client(), **headers)
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith("Bearer")
-    assert redis_client.hget(KEYS.entry(due_trigger.pk), "next_slot") == b"2026-03-02T12:00:10+00:00"
+    assert entry_of(KEYS, KEYS.entry(due_trigger.pk))["next_slot"] == "2026-03-02T12:00:10+00:00"
 
 
 def test_the_right_secret_fires_what_is_due_once_and_a_second_call_fires_nothing(due_trigger, redis_client):
@@ -80,7 +81,7 @@ def test_the_right_secret_fires_what_is_due_once_and_a_second_call_fires_nothing
     ]
     again = post(client, "/api/v1/tick/", **bearer())
     assert (again.status_code, again.json()["count"]) == (200, 0), "idempotent: the slot is reserved"
-    assert redis_client.hget(KEYS.entry(due_trigger.pk), "next_slot") == b"2026-03-02T12:00:20+00:00"
+    assert entry_of(KEYS, KEYS.entry(due_trigger.pk))["next_slot"] == "2026-03-02T12:00:20+00:00"
     message = json.loads(redis_client.lindex("fire:6", 0))
     assert message["headers"]["task"] == "executions.fire_batch"
     assert message["headers"]["argsrepr"] == repr(
