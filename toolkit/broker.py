@@ -120,9 +120,12 @@ def broker_lost_messages(url: str) -> bool:
     the caller cannot tell apart and need not: resending a run whose message survived is fenced by its
     task id). Sets the marker again in the same command, so one loss is reported once. Raises the Redis
     error when the broker is unreachable: nothing can be known then."""
-    import redis
+    from django.conf import settings
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    from toolkit import redisurl
+
+    master = settings.REDIS_SENTINEL_MASTER
+    client = redisurl.connect(url, master=master, socket_connect_timeout=2, socket_timeout=2)
     try:
         return bool(client.set(MARKER_KEY, str(uuid.uuid4()), nx=True))
     finally:

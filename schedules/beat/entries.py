@@ -131,8 +131,16 @@ def celery_app() -> Celery:
 
 
 def redis_client(app: Celery | None = None) -> redis.Redis:
-    """RedBeat's own client (decoded responses), so every path shares its configuration."""
-    return get_redis(app or celery_app())
+    """RedBeat's own client (decoded responses), so every path shares its configuration. Behind Sentinel,
+    RedBeat hands out a new master client (a new pool: a new connection) on every call; the first is kept."""
+    app = app or celery_app()
+    kept = getattr(app, "_beat_sentinel_client", None)
+    if kept is not None:
+        return kept
+    client = get_redis(app)
+    if getattr(app, "redbeat_sentinel", None) is not None:
+        app._beat_sentinel_client = client  # type: ignore[attr-defined]
+    return client
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from django.core.management import call_command
+from redis.crc import key_slot
 
 from scheduler_project.celery import app
 from schedules import services, timing
@@ -642,3 +643,14 @@ def test_a_leader_finding_the_old_layout_rebuilds_and_drops_its_entries(
     assert redis_client.zrange(KEYS.schedule, 0, -1) == [KEYS.entry(every_ten_seconds.pk).encode()]
     assert redis_client.get(KEYS.layout) == LAYOUT.encode()
     assert [f.slot for f in run_pass(at(10.1))] == [at(10)]
+
+
+def test_every_beat_key_hashes_to_one_cluster_slot(every_ten_seconds) -> None:
+    """The default prefix is a hash tag, so every script's keys (entries, schedule, lock, definitions) sit in
+    one slot of a Redis Cluster."""
+    names = [
+        KEYS.entry(every_ten_seconds.pk), KEYS.schedule, KEYS.lock, KEYS.definitions, KEYS.references,
+        KEYS.stats, KEYS.layout, KEYS.built, KEYS.watermark, KEYS.housekeeping("executions.sweep"),
+    ]  # fmt: skip
+    assert KEYS.prefix == "{redbeat}"
+    assert {key_slot(name.encode()) for name in names} == {key_slot(b"redbeat")}
