@@ -4,6 +4,7 @@ over what changed since a watermark (`reconcile_changed`) and the slow audit in 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -177,15 +178,19 @@ def reconcile(
     report = ReconcileReport(dry_run=dry_run)
     if not dry_run and client.get(keys.layout) != LAYOUT:
         _drop_legacy_entries(client, keys)
-    on_redis = set(client.scan_iter(match=keys.entry_pattern, count=1000))
-    on_redis.update(client.zrange(keys.schedule, 0, -1))
     started = clock.now()
-    seen: set[str] = set()
     memo = SlotMemo()
     for page in _active_triggers(chunk_size):
         pause()
-        seen.update(_reconcile_page(app, client, keys, page, report, memo, producer))
-    _remove_orphans(client, keys, sorted(on_redis - seen), report, pause)
+        _reconcile_page(app, client, keys, page, report, memo, producer)
+    # Then every entry key and schedule member, a chunk at a time, against the database: no set of every
+    # key in memory, so the beat's memory stays flat in the number of triggers.
+    on_redis = itertools.chain(
+        client.scan_iter(match=keys.entry_pattern, count=1000),
+        (member for member, _score in client.zscan_iter(keys.schedule, count=1000)),
+    )
+    while chunk := list(itertools.islice(on_redis, CHUNK_SIZE)):
+        _remove_orphans(client, keys, chunk, report, pause)
     if not dry_run:
         client.mset({keys.built: iso(started), keys.watermark: iso(started), keys.layout: LAYOUT})
     return report
@@ -245,9 +250,9 @@ def _reconcile_page(
     report: ReconcileReport,
     memo: SlotMemo,
     producer: Any,
-) -> list[str]:
-    """Repair the entries of one page of active triggers (and send their missed slots); returns the keys
-    seen. A dry-run report reads and decides but writes and sends nothing."""
+) -> None:
+    """Repair the entries of one page of active triggers (and send their missed slots). A dry-run report
+    reads and decides but writes and sends nothing."""
     observed = read_entries(client, keys, [keys.entry(t.pk) for t in page], scores=True)
     now = clock.now()  # after the read: see desired_entry
     writes: list[tuple[Observed, Desired | None]] = []
@@ -270,7 +275,6 @@ def _reconcile_page(
     if not report.dry_run:
         apply_writes(client, keys, writes)
         _send_catchups(app, client, keys, missed, producer)
-    return [entry.key for entry in observed]
 
 
 class Audit:
