@@ -142,7 +142,7 @@ def seed(n: int, slot: datetime, *, retrying: int = 0) -> list[uuid.UUID]:
     `retrying` more whose every attempt fails and is retried (`bench-retry`), due in the same second."""
     from django.contrib.auth import get_user_model
 
-    from schedules import redbeat_sync
+    from schedules.beat.reconcile import reconcile
     from schedules.models import Trigger
 
     owner, _ = get_user_model().objects.get_or_create(username="bench")
@@ -167,7 +167,7 @@ def seed(n: int, slot: datetime, *, retrying: int = 0) -> list[uuid.UUID]:
     Trigger.objects.bulk_create(rows, batch_size=2000)
     from celery import current_app
 
-    redbeat_sync.reconcile(app=current_app)
+    reconcile(app=current_app)
     return [row.pk for row in rows]
 
 

@@ -22,13 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from operations import metrics, status
+from toolkit import redisurl
 
 CheckResult = str | dict[str, Any]
 
@@ -49,7 +49,9 @@ def check_database() -> str:
 
 
 def check_redis() -> str:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_timeout=2)
+    client = redisurl.connect(
+        settings.REDIS_URL, master=settings.REDIS_SENTINEL_MASTER, socket_connect_timeout=2, socket_timeout=2
+    )
     try:
         client.ping()
     finally:

@@ -212,10 +212,10 @@ def due_soon(client: redis.Redis, *, now: datetime) -> tuple[int, list[DueTrigge
     """Entries of the beat's schedule due by now + one minute, and the first few with their names."""
     from celery import current_app as app
 
-    from schedules import redbeat_sync
+    from schedules.beat.entries import Keys
     from schedules.models import Trigger
 
-    keys = redbeat_sync.Keys.of(app)
+    keys = Keys.of(app)
     horizon = (now + DUE_HORIZON).timestamp()
     with client.pipeline(transaction=False) as pipe:
         pipe.zcount(keys.schedule, "-inf", horizon)

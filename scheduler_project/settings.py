@@ -165,6 +165,9 @@ CACHES = {
         "TIMEOUT": 300,
     }
 }
+if str(CACHES["default"]["LOCATION"]).startswith("sentinel://"):
+    # Django's Redis cache has no Sentinel support: without a CACHE_URL, each process counts on its own.
+    CACHES["default"] = {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "KEY_PREFIX": "cache"}
 
 # --- Auth, i18n, static -----------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -195,6 +198,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 256 * 1024)
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Separate Redis databases would be possible, but one URL keeps deployment simple; RedBeat keys are prefixed.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+#: The master's name when REDIS_URL or CELERY_BROKER_URL is a `sentinel://` URL (toolkit.redisurl).
+REDIS_SENTINEL_MASTER = os.environ.get("REDIS_SENTINEL_MASTER", "mymaster")
 CELERY_RESULT_BACKEND = "django-db"
 CELERY_RESULT_EXTENDED = True
 CELERY_TIMEZONE = "UTC"
@@ -231,10 +236,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(10)),
     "sep": ":",
 }
+if CELERY_BROKER_URL.startswith("sentinel://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS["master_name"] = REDIS_SENTINEL_MASTER
 
 # RedBeat (applied to app.conf directly in scheduler_project/celery.py: the CELERY_ namespace does not reach
 # every redbeat_* key the way one would expect).
-REDBEAT_KEY_PREFIX = os.environ.get("REDBEAT_KEY_PREFIX", "redbeat")
+# The braces are a Redis Cluster hash tag: every beat key (entries, schedule, lock) hashes to one slot, so
+# each multi-key script runs on one node.
+REDBEAT_KEY_PREFIX = os.environ.get("REDBEAT_KEY_PREFIX", "{redbeat}")
 REDBEAT_LOCK_TIMEOUT = env_int("REDBEAT_LOCK_TIMEOUT", 30)
 BEAT_MAX_LOOP_INTERVAL = env_float("BEAT_MAX_LOOP_INTERVAL", 1.0)
 SCHEDULER_RECONCILE_SECONDS = env_int("SCHEDULER_RECONCILE_SECONDS", 60)

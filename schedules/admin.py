@@ -137,9 +137,9 @@ def _run_now(request: HttpRequest, trigger: Trigger) -> str:
 
 
 def _sync(request: HttpRequest, trigger: Trigger) -> str:
-    from schedules import redbeat_sync
+    from schedules.beat.sync import sync_trigger
 
-    redbeat_sync.sync_trigger(trigger.pk)
+    sync_trigger(trigger.pk)
     return ""
 
 

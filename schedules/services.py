@@ -52,9 +52,9 @@ def trigger_record_action(*, trigger: Trigger, action: str, actor: Any = None) -
 
 
 def _sync_after_commit(trigger_id: uuid.UUID) -> None:
-    from schedules import redbeat_sync
+    from schedules.beat.sync import sync_trigger
 
-    transaction.on_commit(lambda: redbeat_sync.sync_trigger(trigger_id), robust=True)
+    transaction.on_commit(lambda: sync_trigger(trigger_id), robust=True)
 
 
 def trigger_next_slot(*, trigger: Trigger, after: datetime) -> datetime | None:
@@ -298,9 +298,9 @@ def triggers_save_slots(*, triggers: Sequence[Trigger], ended: Iterable[uuid.UUI
         bulk.update_each(triggers, SLOT_FIELDS)
     ended = list(ended)
     if ended:
-        from schedules import redbeat_sync
+        from schedules.beat.sync import sync_triggers
 
-        transaction.on_commit(lambda: redbeat_sync.sync_triggers(ended), robust=True)
+        transaction.on_commit(lambda: sync_triggers(ended), robust=True)
 
 
 def trigger_record_slots(

@@ -3,7 +3,7 @@
 A plain Django view, outside DRF and its authentication: the caller is a scheduler service holding one shared
 secret, not a user. The endpoint does not exist (404) unless CRON_SECRET is set, answers 405 to anything but
 POST, and 401 to a missing or wrong bearer secret (compared in constant time). It is safe beside a running
-beat and against itself: see `redbeat_sync.run_tick`."""
+beat and against itself: see `schedules.beat.scheduler.run_tick`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponseNotAllowed, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from schedules import redbeat_sync
+from schedules.beat.scheduler import run_tick
 
 
 def _bearer(request: HttpRequest) -> str | None:
@@ -45,4 +45,4 @@ def tick_view(request: HttpRequest) -> JsonResponse | HttpResponseNotAllowed:
     refused = refuse_without_secret(
         request, methods=("POST",), realm="tick", message={"detail": "A valid bearer secret is required."}
     )
-    return refused or JsonResponse(redbeat_sync.run_tick())
+    return refused or JsonResponse(run_tick())

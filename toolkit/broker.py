@@ -20,6 +20,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.utils.saferepr import saferepr
 
 #: Messages per kombu publish batch (one Redis pipeline each).
 BATCH_SIZE = 500
@@ -57,7 +58,11 @@ def publish_batch(
     amqp = app.amqp
     # args=None as Celery's own send_task passes it (routers see None); celery-types wants a tuple.
     route = amqp.router.route({}, task_name, None, None)  # type: ignore[arg-type]
-    template = amqp.create_task_message("", task_name, [], {}, create_sent_event=False)
+    # As send_task builds it: replies to this thread's oid, ignore_result left to the task's own setting.
+    template = amqp.create_task_message(
+        "", task_name, [], {}, reply_to=app.thread_oid, create_sent_event=False, ignore_result=None
+    )
+    reprs = _Reprs(amqp.argsrepr_maxsize, amqp.kwargsrepr_maxsize, app.conf.task_repr_maxlevels)
     ids: list[str] = []
     with app.producer_or_acquire(producer) as active:
         if route.get("queue") is not None:
@@ -68,7 +73,7 @@ def publish_batch(
                 amqp.send_task_message(
                     active,
                     task_name,
-                    _cut(template, message, task_id),
+                    _cut(template, message, task_id, reprs),
                     priority=message.priority,
                     declare=[],
                     retry=retry,
@@ -78,10 +83,25 @@ def publish_batch(
     return ids
 
 
-def _cut(template: Any, message: TaskMessage, task_id: str) -> Any:
+@dataclass(frozen=True)
+class _Reprs:
+    """Celery's bounds on the argument reprs in a message's headers (what monitoring shows)."""
+
+    args_size: int
+    kwargs_size: int
+    levels: int
+
+    def of(self, value: Any, size: int) -> str:
+        return saferepr(value, size, maxlevels=self.levels)
+
+
+def _cut(template: Any, message: TaskMessage, task_id: str, reprs: _Reprs) -> Any:
     args, kwargs = list(message.args), dict(message.kwargs)
     headers = {**template.headers, "id": task_id, "root_id": task_id}
-    headers.update(argsrepr=repr(args), kwargsrepr=message.kwargsrepr or repr(kwargs))
+    headers.update(
+        argsrepr=reprs.of(args, reprs.args_size),
+        kwargsrepr=message.kwargsrepr or reprs.of(kwargs, reprs.kwargs_size),
+    )
     if message.countdown > 0:
         headers["eta"] = (datetime.now(UTC) + timedelta(seconds=message.countdown)).isoformat()
     return template._replace(
@@ -102,9 +122,12 @@ def broker_lost_messages(url: str) -> bool:
     the caller cannot tell apart and need not: resending a run whose message survived is fenced by its
     task id). Sets the marker again in the same command, so one loss is reported once. Raises the Redis
     error when the broker is unreachable: nothing can be known then."""
-    import redis
+    from django.conf import settings
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    from toolkit import redisurl
+
+    master = settings.REDIS_SENTINEL_MASTER
+    client = redisurl.connect(url, master=master, socket_connect_timeout=2, socket_timeout=2)
     try:
         return bool(client.set(MARKER_KEY, str(uuid.uuid4()), nx=True))
     finally:

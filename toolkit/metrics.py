@@ -40,6 +40,8 @@ from django.conf import settings
 from django.db import transaction
 from redis.typing import EncodableT, FieldT
 
+from toolkit import redisurl
+
 logger = logging.getLogger(__name__)
 
 
@@ -152,7 +154,9 @@ def bucket_field(bound: float) -> str:
 @functools.lru_cache(maxsize=8)
 def _client(url: str, timeout: float) -> redis.Redis:
     """One client (one connection pool) per process and URL; redis-py resets pools after a fork."""
-    return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    return redisurl.connect(
+        url, master=settings.REDIS_SENTINEL_MASTER, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
 
 
 def write_client() -> redis.Redis:

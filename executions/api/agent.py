@@ -176,9 +176,9 @@ def check_scheduled_tasks(request: HttpRequest) -> JsonResponse | HttpResponseNo
         return refused
     queued = None
     if request.method == "POST":
-        from schedules import redbeat_sync
+        from schedules.beat.scheduler import run_tick
 
-        queued = int(redbeat_sync.run_tick()["count"])
+        queued = int(run_tick()["count"])
     now = clock.now()
     scheduled = Trigger.objects.active().filter(kind=TriggerKind.CRON)
     answer: dict[str, Any] = {

@@ -1,4 +1,4 @@
-"""The beat as the fleet runs it: real `celery beat -S schedules.redbeat_sync:TriggerScheduler` and `celery
+"""The beat as the fleet runs it: real `celery beat -S schedules.beat.scheduler:TriggerScheduler` and `celery
 worker` processes on the real Redis and database, with the short test timings (lock 6 s, loop 1 s, reconcile
 3 s). Each scenario asserts on what the beats published (their `fire trigger=… slot=…` log lines, one per
 publish) and on the `Execution` rows the workers recorded: one per slot, never two."""
@@ -20,14 +20,16 @@ from django.core.management import call_command
 
 from executions.models import Execution
 from scheduler_project.celery import app
-from schedules import redbeat_sync, services
+from schedules import services
+from schedules.beat.entries import Keys
 from schedules.models import Trigger
+from tests.support.beat import entry_of, write_raw
 from tests.support.procs import Fleet, celery_cmd, wait_for
 from toolkit import metrics
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-KEYS = redbeat_sync.Keys.of(app)
+KEYS = Keys.of(app)
 FIRE_LINE = re.compile(r"^\[([\d-]+ [\d:,]+): INFO/\w+\] fire trigger=(\S+) slot=(\S+) origin=(\w+)", re.M)
 ACQUIRED = re.compile(r"^\[([\d-]+ [\d:,]+): INFO/\w+\] beat: Acquired lock", re.M)
 
@@ -61,7 +63,7 @@ def start_worker(processes: Fleet, name: str = "worker", concurrency: int = 2) -
 
 def start_beat(processes: Fleet, name: str, *, leader: bool = True, **env: str) -> None:
     processes.start(
-        name, celery_cmd("beat", "-S", "schedules.redbeat_sync:TriggerScheduler", "--loglevel=INFO"), **env
+        name, celery_cmd("beat", "-S", "schedules.beat.scheduler:TriggerScheduler", "--loglevel=INFO"), **env
     )
     if leader:
         wait_for(lambda: ACQUIRED.search(processes.log(name)), timeout=60, what=f"{name} to take the lock")
@@ -328,7 +330,7 @@ def test_an_edit_or_delete_racing_a_tick_never_fires_the_old_slot(processes, red
     assert redis_client.zscore(KEYS.schedule, KEYS.entry(doomed.pk)) is None, (
         "and its entry did not come back"
     )
-    assert "definition" not in {k.decode() for k in redis_client.hkeys(KEYS.entry(doomed.pk))}
+    assert "definition" not in entry_of(KEYS, KEYS.entry(doomed.pk))
     assert int(redis_client.hget(KEYS.stats, "conflicts") or 0) >= 2
     wait_recorded(edited, slots_of(sent, edited))
     assert slot not in recorded(edited), "nor recorded (the fire task would refuse it anyway)"
@@ -399,13 +401,21 @@ def test_corrupt_entries_are_logged_once_and_the_others_keep_firing(processes, r
     bad_json = KEYS.entry("00000000-0000-0000-0000-0000000000a1")
     unknown_type = KEYS.entry("00000000-0000-0000-0000-0000000000a2")
     wrong_type = KEYS.entry("00000000-0000-0000-0000-0000000000a3")
-    redis_client.hset(bad_json, mapping={"definition": "{oops", "next_slot": "x", "fire_at": str(now)})
+    due = str(int(now * 1_000_000))
+    write_raw(redis_client, KEYS, bad_json, definition="{oops", fire_at=due)
     crontab = json.dumps({"schedule": {"__type__": "crontab"}})
-    redis_client.hset(unknown_type, mapping={"definition": crontab, "next_slot": "x", "fire_at": str(now)})
+    write_raw(redis_client, KEYS, unknown_type, definition=crontab, fire_at=due)
     redis_client.rpush(wrong_type, "not", "a", "hash")
-    definition = json.loads(redis_client.hget(KEYS.entry(raising.pk), "definition"))
-    definition["schedule"]["timezone"] = "Mars/Olympus"  # decodes fine; evaluating it raises
-    redis_client.hset(KEYS.entry(raising.pk), "definition", json.dumps(definition))
+    stored = entry_of(KEYS, KEYS.entry(raising.pk))
+    definition = {
+        **json.loads(stored["definition"]),
+        "timezone": "Mars/Olympus",
+    }  # decodes; evaluating raises
+    raw = redis_client.hmget(KEYS.entry(raising.pk), "s", "f")
+    write_raw(
+        redis_client, KEYS, KEYS.entry(raising.pk), definition=json.dumps(definition),
+        next_slot=raw[0].decode(), fire_at=raw[1].decode(),
+    )  # fmt: skip
     redis_client.zadd(KEYS.schedule, {bad_json: now, unknown_type: now, wrong_type: now})
     corrupt = (bad_json, unknown_type, wrong_type)
 
@@ -434,7 +444,7 @@ def test_corrupt_entries_are_logged_once_and_the_others_keep_firing(processes, r
     processes.stop("beat")
     for key in corrupt:
         assert redis_client.type(key) in (b"none", b"hash"), "at most a tombstone is left"
-        assert not redis_client.hexists(key, "definition")
+        assert "definition" not in entry_of(KEYS, key)
 
     log = processes.log("beat")
     assert processes.procs["beat"].returncode == 0

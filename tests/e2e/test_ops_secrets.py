@@ -130,7 +130,7 @@ def test_no_secret_in_logs_messages_or_rows(processes: Fleet, redis_client, stub
     web = [str(BIN / "gunicorn"), "scheduler_project.wsgi:application", "--bind", f"127.0.0.1:{port}"]
     processes.start("web", [*web, "--workers", "1", "--access-logfile", "-", "--log-level", "debug"], **env)
     processes.start(
-        "beat", celery_cmd("beat", "-S", "schedules.redbeat_sync:TriggerScheduler", "-l", "DEBUG"), **env
+        "beat", celery_cmd("beat", "-S", "schedules.beat.scheduler:TriggerScheduler", "-l", "DEBUG"), **env
     )
     wait_for(lambda: http("GET", f"{base}/readyz") == 200, timeout=60, what="the web process")
     wait_for(lambda: redis_client.exists(app.conf.redbeat_lock_key), timeout=60, what="the beat to lead")

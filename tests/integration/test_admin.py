@@ -55,12 +55,12 @@ def fast_password_hashing(settings) -> None:
 
 @pytest.fixture
 def beat_sync_calls(monkeypatch: pytest.MonkeyPatch) -> list:
-    """Calls of `redbeat_sync.sync_trigger` (what the services schedule after commit and "sync to beat" does
+    """Calls of `beat.sync.sync_trigger` (what the services schedule after commit and "sync to beat" does
     at once), recorded instead of written to Redis."""
-    from schedules import redbeat_sync
+    from schedules.beat import sync
 
     calls: list = []
-    monkeypatch.setattr(redbeat_sync, "sync_trigger", calls.append, raising=False)
+    monkeypatch.setattr(sync, "sync_trigger", calls.append, raising=False)
     return calls
 
 
@@ -428,12 +428,12 @@ def test_sync_to_beat_calls_the_sync(admin_client: Client, user, frozen_clock, b
 
 
 def test_sync_to_beat_reports_redis_down(admin_client: Client, user, frozen_clock, monkeypatch) -> None:
-    from schedules import redbeat_sync
+    from schedules.beat import sync
 
     def down(trigger_id):
         raise redis.ConnectionError("Connection refused")
 
-    monkeypatch.setattr(redbeat_sync, "sync_trigger", down, raising=False)
+    monkeypatch.setattr(sync, "sync_trigger", down, raising=False)
     response = act(admin_client, "sync_to_beat", register(user))
     assert texts(response) == ["Could not sync to beat “nightly”: Redis is unreachable (Connection refused)"]
 

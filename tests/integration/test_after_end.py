@@ -15,8 +15,8 @@ from executions.models import Execution, ExecutionStatus
 from executions.services import execution_backfill, execution_complete
 from scheduler_project.celery import app
 from schedules import services
+from schedules.beat.entries import Keys
 from schedules.models import Trigger, TriggerStatus
-from schedules.redbeat_sync import Keys
 from toolkit import metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]

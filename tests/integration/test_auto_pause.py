@@ -13,8 +13,8 @@ from executions.models import Execution, ExecutionStatus
 from executions.services import execution_complete, execution_fire, execution_sweep
 from scheduler_project.celery import app
 from schedules import services
+from schedules.beat.entries import Keys
 from schedules.models import Trigger, TriggerStatus
-from schedules.redbeat_sync import Keys
 from tests.integration.test_api_plumbing import (  # noqa: F401 - api_test_defaults is an autouse fixture
     api_test_defaults,
     client_for,

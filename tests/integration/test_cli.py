@@ -15,6 +15,7 @@ from django.core.management import CommandError, call_command
 
 from executions.models import Execution, ExecutionOrigin, ExecutionStatus
 from schedules import services
+from schedules.beat.entries import Keys, celery_app
 from schedules.models import Trigger, TriggerStatus
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
@@ -284,7 +285,7 @@ def test_sync_check_exits_1_on_drift_with_json_then_0_once_repaired(fleet, redis
     assert data["dry_run"] is True
     assert data["added"] == [str(fleet["report"].pk)]
     assert data["items"] == [{"kind": "added", "trigger": str(fleet["report"].pk), "name": "morning-report"}]
-    assert redis_client.zcard("redbeat:schedule") == 0, "a check writes nothing"
+    assert redis_client.zcard(Keys.of(celery_app()).schedule) == 0, "a check writes nothing"
 
     text = StringIO()
     with pytest.raises(CommandError):

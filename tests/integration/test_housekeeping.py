@@ -8,7 +8,8 @@ import json
 import pytest
 import redis
 
-from schedules import redbeat_sync
+from schedules.beat.entries import Keys, celery_app
+from schedules.beat.scheduler import send_housekeeping
 
 pytestmark = [pytest.mark.integration]
 
@@ -22,10 +23,10 @@ def test_each_system_task_is_sent_once_per_period(redis_client: redis.Redis, set
     settings.SCHEDULER_SWEEP_SECONDS = 30
     settings.SCHEDULER_PRUNE_SECONDS = 86_400
     every = ["executions.prune", "executions.sweep", "notifications.prune", "notifications.sweep"]
-    assert sorted(redbeat_sync.send_housekeeping()) == every
-    assert redbeat_sync.send_housekeeping() == [], "another leader or a tick in the same period sends nothing"
+    assert sorted(send_housekeeping()) == every
+    assert send_housekeeping() == [], "another leader or a tick in the same period sends nothing"
     assert sorted(queued_tasks(redis_client)) == every
-    keys = redbeat_sync.Keys.of(redbeat_sync.celery_app())
+    keys = Keys.of(celery_app())
     assert 0 < redis_client.ttl(keys.housekeeping("executions.sweep")) <= 30
 
 
@@ -33,7 +34,7 @@ def test_a_lapsed_period_sends_again_and_zero_turns_a_task_off(redis_client: red
     settings.SCHEDULER_SWEEP_SECONDS = 30
     settings.SCHEDULER_PRUNE_SECONDS = 0
     settings.SCHEDULER_NOTIFY_SWEEP_SECONDS = 0
-    assert redbeat_sync.send_housekeeping() == ["executions.sweep"]
-    redis_client.delete(redbeat_sync.Keys.of(redbeat_sync.celery_app()).housekeeping("executions.sweep"))
-    assert redbeat_sync.send_housekeeping() == ["executions.sweep"]
+    assert send_housekeeping() == ["executions.sweep"]
+    redis_client.delete(Keys.of(celery_app()).housekeeping("executions.sweep"))
+    assert send_housekeeping() == ["executions.sweep"]
     assert queued_tasks(redis_client) == ["executions.sweep", "executions.sweep"]

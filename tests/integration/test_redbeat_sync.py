@@ -12,11 +12,24 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from django.core.management import call_command
+from redis.crc import key_slot
 
 from scheduler_project.celery import app
-from schedules import redbeat_sync, services
+from schedules import services, timing
+from schedules.beat import dispatch, entries, sync
+from schedules.beat.dispatch import QUARANTINE_SECONDS, BeatPass, Fire, LockLost, Once
+from schedules.beat.entries import (
+    LAYOUT,
+    TOMBSTONE_SECONDS,
+    EntryDefinition,
+    Keys,
+    TriggerEntry,
+    epoch_text,
+    iso,
+)
+from schedules.beat.reconcile import Audit, reconcile, reconcile_changed
 from schedules.models import Trigger
-from schedules.redbeat_sync import BeatPass, Fire, Keys, LockLost, TriggerEntry
+from tests.support.beat import entry_of, write_raw
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -33,7 +46,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[Fire]:
         captured.extend(fires)
         return len(fires)
 
-    monkeypatch.setattr(redbeat_sync, "publish", capture)
+    monkeypatch.setattr(dispatch, "publish", capture)
     return captured
 
 
@@ -60,7 +73,7 @@ def every_ten_seconds(user, frozen_clock, redis_client, committed) -> Trigger:
 
 
 def entry(client: redis.Redis, trigger: Trigger) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in client.hgetall(KEYS.entry(trigger.pk)).items()}
+    return entry_of(KEYS, KEYS.entry(trigger.pk))
 
 
 def score(client: redis.Redis, trigger: Trigger) -> float | None:
@@ -68,7 +81,7 @@ def score(client: redis.Redis, trigger: Trigger) -> float | None:
 
 
 def beat_pass(*, origin: str = "schedule", token: bytes | None = None) -> BeatPass:
-    return BeatPass(app=app, client=redbeat_sync.redis_client(app), origin=origin, lock_token=token)
+    return BeatPass(app=app, client=entries.redis_client(app), origin=origin, lock_token=token)
 
 
 def run_pass(at: datetime, **kwargs) -> list[Fire]:
@@ -87,14 +100,13 @@ def at(seconds: float) -> datetime:
 def test_register_writes_an_entry_due_at_the_next_slot_not_at_once(every_ten_seconds, redis_client, sent):
     stored = entry(redis_client, every_ten_seconds)
     assert stored["next_slot"] == "2026-03-02T12:00:10+00:00"
-    assert float(stored["fire_at"]) == at(10).timestamp()
+    assert stored["fire_at"] == "2026-03-02T12:00:10+00:00"
     assert stored["rev"] == "1"
     assert score(redis_client, every_ten_seconds) == at(10).timestamp()
     definition = json.loads(stored["definition"])
-    assert definition["task"] == "executions.fire"
-    assert definition["args"] == [str(every_ten_seconds.pk)]
-    assert definition["options"] == {"priority": 6}
-    assert definition["schedule"]["cron_expression"] == "*/10 * * * * *"
+    assert (definition["priority"], definition["cron_expression"]) == (6, "*/10 * * * * *")
+    loaded = TriggerEntry.from_key(KEYS.entry(every_ten_seconds.pk), app=app)
+    assert (loaded.task, loaded.args) == ("executions.fire", [str(every_ten_seconds.pk)])
     assert run_pass(at(9.9)) == [], "a new entry waits for its next slot"
 
 
@@ -119,7 +131,7 @@ def test_jitter_delays_fire_at_by_whole_seconds_and_never_changes_the_slot(
         jitter_seconds=5,
     )
     stored = entry(redis_client, trigger)
-    fire_at = datetime.fromtimestamp(float(stored["fire_at"]), UTC)
+    fire_at = datetime.fromisoformat(stored["fire_at"])
     assert stored["next_slot"] == "2026-03-02T12:00:10+00:00"
     assert at(10) <= fire_at <= at(15)
     assert score(redis_client, trigger) == fire_at.timestamp()
@@ -155,7 +167,7 @@ def test_an_edit_that_keeps_the_schedule_keeps_the_slot_already_due(
     committed(services.trigger_update, trigger=every_ten_seconds, name="renamed", priority="urgent")
     stored = entry(redis_client, every_ten_seconds)
     assert stored["next_slot"] == "2026-03-02T12:00:10+00:00", "a rename must not skip the slot owed"
-    assert json.loads(stored["definition"])["options"] == {"priority": 0}
+    assert json.loads(stored["definition"])["priority"] == 0
     assert [(f.slot, f.priority) for f in run_pass(at(10.6))] == [(at(10), 0)]
 
 
@@ -166,7 +178,7 @@ def test_pause_removes_the_entry_and_resume_does_not_replay_paused_slots(
     stored = entry(redis_client, every_ten_seconds)
     assert stored == {"rev": "2"}, "a paused entry keeps only its revision"
     assert score(redis_client, every_ten_seconds) is None
-    assert 0 < redis_client.ttl(KEYS.entry(every_ten_seconds.pk)) <= redbeat_sync.TOMBSTONE_SECONDS
+    assert 0 < redis_client.ttl(KEYS.entry(every_ten_seconds.pk)) <= TOMBSTONE_SECONDS
     frozen_clock.set(at(47))
     assert run_pass(at(47)) == []
     committed(services.trigger_resume, trigger=every_ten_seconds)
@@ -180,13 +192,13 @@ def test_delete_removes_the_entry_for_good(every_ten_seconds, redis_client, comm
     committed(services.trigger_delete, trigger=every_ten_seconds)
     assert score(redis_client, every_ten_seconds) is None
     assert "definition" not in entry(redis_client, every_ten_seconds)
-    redbeat_sync.sync_trigger(every_ten_seconds.pk)  # a late duplicate sync changes nothing
+    sync.sync_trigger(every_ten_seconds.pk)  # a late duplicate sync changes nothing
     assert score(redis_client, every_ten_seconds) is None
     assert run_pass(at(60)) == []
 
 
 def test_sync_of_a_trigger_that_does_not_exist_leaves_no_entry(redis_client, sent):
-    redbeat_sync.sync_trigger("00000000-0000-0000-0000-000000000001")
+    sync.sync_trigger("00000000-0000-0000-0000-000000000001")
     assert redis_client.zcard(KEYS.schedule) == 0
 
 
@@ -194,7 +206,7 @@ def test_sync_of_a_trigger_that_does_not_exist_leaves_no_entry(redis_client, sen
 
 
 def with_definition(definition: str):
-    return lambda c, k: c.hset(k, mapping={"definition": definition, "next_slot": "x", "fire_at": "1"})
+    return lambda c, k: write_raw(c, KEYS, k, definition=definition)
 
 
 @pytest.mark.parametrize(
@@ -202,9 +214,10 @@ def with_definition(definition: str):
     [
         pytest.param(with_definition("{not json"), id="bad-json"),
         pytest.param(with_definition(json.dumps({"schedule": {"__type__": "crontab"}})), id="unknown-type"),
+        pytest.param(lambda c, k: c.hset(k, mapping={"d": "gone", "s": "1", "f": "1"}), id="no-definition"),
         pytest.param(with_definition(json.dumps([1, 2])), id="not-an-object"),
         pytest.param(lambda c, k: c.set(k, "a string"), id="wrongtype"),
-        pytest.param(lambda c, k: c.hset(k, "rev", "3"), id="tombstone"),
+        pytest.param(lambda c, k: c.hset(k, "r", "3"), id="tombstone"),
         pytest.param(lambda c, k: None, id="missing"),
     ],
 )
@@ -227,27 +240,27 @@ def test_corrupt_and_raising_entries_do_not_stop_the_others(every_ten_seconds, r
         "type": KEYS.entry("00000000-0000-0000-0000-00000000000b"),
         "raises": KEYS.entry("00000000-0000-0000-0000-00000000000c"),
     }
-    redis_client.hset(bad["json"], mapping={"definition": "{", "next_slot": "x", "fire_at": "1"})
+    write_raw(redis_client, KEYS, bad["json"], definition="{")
     redis_client.set(bad["type"], "x")
-    raising = redbeat_sync.EntryDefinition(
+    raising = EntryDefinition(
         "00000000-0000-0000-0000-00000000000c",
-        redbeat_sync.timing.ScheduleSpec(
-            kind="cron", cron_expression="*/10 * * * * *", timezone="Mars/Olympus"
-        ),
+        timing.ScheduleSpec(kind="cron", cron_expression="*/10 * * * * *", timezone="Mars/Olympus"),
         0,
         6,
     )
-    fields = {
-        "definition": raising.encoded,
-        "next_slot": redbeat_sync.iso(at(10)),
-        "fire_at": str(at(10).timestamp()),
-    }
-    redis_client.hset(bad["raises"], mapping=fields)
+    write_raw(
+        redis_client,
+        KEYS,
+        bad["raises"],
+        definition=raising.encoded,
+        next_slot=epoch_text(at(10)),
+        fire_at=epoch_text(at(10)),
+    )
     redis_client.zadd(KEYS.schedule, {key: at(5).timestamp() for key in bad.values()})
-    shared_once = redbeat_sync._Once()
-    with caplog.at_level(logging.WARNING, logger="schedules.redbeat_sync"):
+    shared_once = Once()
+    with caplog.at_level(logging.WARNING, logger="schedules.beat.dispatch"):
         for moment in (at(10.1), at(20.1)):
-            bp = BeatPass(app=app, client=redbeat_sync.redis_client(app), origin="schedule", once=shared_once)
+            bp = BeatPass(app=app, client=entries.redis_client(app), origin="schedule", once=shared_once)
             bp.run(bp.due_keys(moment)[0], moment)
     assert [f.slot for f in sent] == [at(10), at(20)], "the healthy trigger fired on time both times"
     for key in bad.values():
@@ -255,7 +268,7 @@ def test_corrupt_and_raising_entries_do_not_stop_the_others(every_ten_seconds, r
     assert redis_client.zscore(KEYS.schedule, bad["json"]) is None
     assert redis_client.zscore(KEYS.schedule, bad["type"]) is None
     parked = redis_client.zscore(KEYS.schedule, bad["raises"])
-    assert parked >= at(10).timestamp() + redbeat_sync.QUARANTINE_SECONDS, "quarantined, not dropped"
+    assert parked >= at(10).timestamp() + QUARANTINE_SECONDS, "quarantined, not dropped"
 
 
 # --- Compare-and-set ---------------------------------------------------------------------------------------
@@ -301,7 +314,7 @@ def test_two_syncs_racing_converge_on_the_newer_row(
 ):
     """Sync A has read Redis and the old row when an edit commits and its own sync B lands. A's write must
     not put the old schedule back: its compare-and-set fails and it retries from a fresh read."""
-    original = redbeat_sync.desired_entry
+    original = sync.desired_entry
     raced: list[bool] = []
 
     def edit_in_between(trigger, observed, **kwargs):
@@ -310,8 +323,8 @@ def test_two_syncs_racing_converge_on_the_newer_row(
             committed(services.trigger_update, trigger=every_ten_seconds, cron_expression="*/3 * * * * *")
         return original(trigger, observed, **kwargs)
 
-    monkeypatch.setattr(redbeat_sync, "desired_entry", edit_in_between)
-    redbeat_sync.sync_trigger(every_ten_seconds.pk)  # A: it has read the old row when the edit lands
+    monkeypatch.setattr(sync, "desired_entry", edit_in_between)
+    sync.sync_trigger(every_ten_seconds.pk)  # A: it has read the old row when the edit lands
     stored = entry(redis_client, every_ten_seconds)
     assert "*/3 * * * * *" in stored["definition"], "the newer row won"
     assert stored["next_slot"] == "2026-03-02T12:00:06+00:00"
@@ -356,7 +369,7 @@ def test_reconcile_keeps_a_one_off_that_fell_due_but_was_not_fired_yet(
     frozen_clock.set(at(0))
     committed(services.trigger_register, owner=user, name="o", workflow_id="wf", kind="once", run_at=at(30))
     frozen_clock.set(at(30.4))  # run_at has passed; the beat's next tick has not come yet
-    assert redbeat_sync.reconcile(app=app).changed is False
+    assert reconcile(app=app).changed is False
     assert [f.slot for f in run_pass(at(30.5))] == [at(30)], "still fired on time, not left to catch-up"
 
 
@@ -414,18 +427,18 @@ def test_a_herd_goes_out_in_batches_of_the_configured_size_one_priority_each(
 def test_reconcile_rebuilds_entries_after_flushdb(every_ten_seconds, redis_client, sent):
     expected = entry(redis_client, every_ten_seconds)
     redis_client.flushdb()
-    report = redbeat_sync.reconcile(app=app)
+    report = reconcile(app=app)
     assert report.added == [str(every_ten_seconds.pk)]
     rebuilt = entry(redis_client, every_ten_seconds)
     assert {k: rebuilt[k] for k in ("definition", "next_slot", "fire_at")} == {
         k: expected[k] for k in ("definition", "next_slot", "fire_at")
     }
-    assert redbeat_sync.reconcile(app=app).changed is False, "a second pass finds nothing to do"
+    assert reconcile(app=app).changed is False, "a second pass finds nothing to do"
 
 
 def test_reconcile_removes_orphans_and_corrects_drift(every_ten_seconds, user, redis_client, committed, sent):
     orphan = KEYS.entry("00000000-0000-0000-0000-0000000000ff")
-    redis_client.hset(orphan, mapping={"definition": "{}", "next_slot": "x", "fire_at": "1"})
+    write_raw(redis_client, KEYS, orphan, definition="{}")
     redis_client.zadd(KEYS.schedule, {orphan: 1, "stray-member": 1})
     redis_client.zadd(KEYS.schedule, {KEYS.entry(every_ten_seconds.pk): at(500).timestamp()})  # drifted score
     paused = committed(
@@ -433,14 +446,14 @@ def test_reconcile_removes_orphans_and_corrects_drift(every_ten_seconds, user, r
     )
     Trigger.objects.filter(pk=paused.pk).update(status="paused")  # as if the sync after pausing was lost
 
-    dry = redbeat_sync.reconcile(app=app, dry_run=True)
+    dry = reconcile(app=app, dry_run=True)
     assert sorted(dry.removed) == sorted(
         ["00000000-0000-0000-0000-0000000000ff", "stray-member", str(paused.pk)]
     )
     assert dry.corrected == [str(every_ten_seconds.pk)]
     assert redis_client.zscore(KEYS.schedule, orphan) == 1, "a dry run writes nothing"
 
-    report = redbeat_sync.reconcile(app=app)
+    report = reconcile(app=app)
     assert sorted(report.removed) == sorted(dry.removed)
     assert report.corrected == dry.corrected
     assert redis_client.zscore(KEYS.schedule, orphan) is None
@@ -455,10 +468,10 @@ def test_reconcile_sends_the_latest_missed_slot_once(every_ten_seconds, frozen_c
         assert run_pass(moment)
     sent.clear()
     frozen_clock.set(at(30 + 60 + 1))  # past the default 60 s misfire grace of 12:00:30
-    report = redbeat_sync.reconcile(app=app)
+    report = reconcile(app=app)
     assert [(f.slot, f.origin) for f in report.catchup] == [(at(30), "catchup")]
     assert [(f.slot, f.origin) for f in sent] == [(at(30), "catchup")]
-    assert redbeat_sync.reconcile(app=app).catchup == [], "sent once, not on every pass"
+    assert reconcile(app=app).catchup == [], "sent once, not on every pass"
 
 
 def test_reconcile_leaves_slots_that_are_still_inside_their_grace(
@@ -466,7 +479,7 @@ def test_reconcile_leaves_slots_that_are_still_inside_their_grace(
 ):
     assert run_pass(at(10))
     frozen_clock.set(at(30))
-    assert redbeat_sync.reconcile(app=app).catchup == []
+    assert reconcile(app=app).catchup == []
 
 
 def test_sync_schedules_command_prints_counts_and_ids(every_ten_seconds, redis_client, sent, capsys):
@@ -502,13 +515,13 @@ def test_the_changed_since_repair_fixes_a_lost_sync_and_reads_nothing_else(
     redis_client.zrem(KEYS.schedule, KEYS.entry(other.pk))
     services.trigger_pause(trigger=every_ten_seconds, reason="sync lost")  # bumps updated_at, no sync
 
-    report = redbeat_sync.reconcile_changed(since=since, app=app)
+    report = reconcile_changed(since=since, app=app)
     assert report.removed == [str(every_ten_seconds.pk)]
     assert score(redis_client, every_ten_seconds) is None
     assert score(redis_client, other) is None, "unchanged rows are not read: the audit's to find"
     assert redis_client.get(KEYS.watermark) is not None
 
-    audit = redbeat_sync.Audit(budget=1.0)
+    audit = Audit(budget=1.0)
     while audit.rounds == 0:
         audit.step(app=app)
     assert score(redis_client, other) is not None, "the audit puts back what no write explains"
@@ -517,9 +530,9 @@ def test_the_changed_since_repair_fixes_a_lost_sync_and_reads_nothing_else(
 def test_the_audit_removes_orphans_from_the_schedule_in_slices(every_ten_seconds, redis_client, sent):
     orphans = [KEYS.entry(f"00000000-0000-0000-0000-{n:012d}") for n in range(5)]
     for key in orphans:
-        redis_client.hset(key, mapping={"definition": "{}", "next_slot": "x", "fire_at": "1"})
+        write_raw(redis_client, KEYS, key, definition="{}")
         redis_client.zadd(KEYS.schedule, {key: 1})
-    audit = redbeat_sync.Audit(budget=1.0, rows=2)
+    audit = Audit(budget=1.0, rows=2)
     steps = 0
     while audit.rounds == 0:
         audit.step(app=app)
@@ -530,15 +543,114 @@ def test_the_audit_removes_orphans_from_the_schedule_in_slices(every_ten_seconds
 
 
 def test_the_audit_keeps_to_its_cpu_budget(every_ten_seconds, sent):
-    audit = redbeat_sync.Audit(budget=0.01)
+    audit = Audit(budget=0.01)
     audit.step(app=app)
     assert not audit.due(), "after a slice of d seconds the next waits d / budget"
 
 
 def test_a_full_reconcile_marks_the_build_and_the_watermark(every_ten_seconds, redis_client, sent):
     redis_client.delete(KEYS.built, KEYS.watermark)
-    redbeat_sync.reconcile(app=app, dry_run=True)
+    reconcile(app=app, dry_run=True)
     assert redis_client.get(KEYS.built) is None, "a dry run marks nothing"
-    redbeat_sync.reconcile(app=app)
+    reconcile(app=app)
     assert redis_client.get(KEYS.built) is not None
     assert redis_client.get(KEYS.watermark) is not None
+
+
+# --- Messages: what the beat publishes is what send_task would send ---------------------------------------
+
+
+def _raw_messages(client: redis.Redis, queues: list[str]) -> list[dict]:
+    """Every message waiting in `queues`, in order, emptied after reading (one list per priority)."""
+    messages = []
+    for queue in queues:
+        messages += [json.loads(raw) for raw in client.lrange(queue, 0, -1)]
+        client.delete(queue)
+    return messages
+
+
+def _comparable(message: dict) -> dict:
+    """A message as a worker sees it: the body decoded; delivery_tag is the transport's per-copy tag."""
+    properties = {k: v for k, v in message["properties"].items() if k != "delivery_tag"}
+    body = json.loads(base64.b64decode(message["body"]))
+    rest = {k: v for k, v in message.items() if k not in ("properties", "body")}
+    return {**rest, "properties": properties, "body": body}
+
+
+@pytest.mark.parametrize("size", [1, 40])
+def test_hand_built_fire_messages_equal_what_send_task_sends(redis_client, settings, size: int) -> None:
+    """`dispatch.publish` builds its messages from one Celery template (toolkit.broker) instead of calling
+    `send_task` per message. A worker must not be able to tell: same headers, properties and body as
+    `app.send_task` gives for the same task, arguments, priority and queue (only the task id is new)."""
+    settings.SCHEDULER_FIRE_BATCH_SIZE = 200
+    fires = [
+        Fire(f"00000000-0000-0000-0000-{i:012d}", at(i), priority, "schedule")
+        for priority in (0, 6)
+        for i in range(size)
+    ]
+    queues = ["fire", "fire:6"]
+    dispatch.publish(app, fires)
+    ours = _raw_messages(redis_client, queues)
+    assert len(ours) == 2
+    for message, priority in zip(ours, (0, 6), strict=True):
+        batch = [[f.trigger_id, iso(f.slot), f.origin] for f in fires if f.priority == priority]
+        app.send_task(
+            dispatch.FIRE_BATCH_TASK, args=[batch], priority=priority, task_id=message["headers"]["id"]
+        )
+        (theirs,) = _raw_messages(redis_client, queues)
+        mine, celerys = _comparable(message), _comparable(theirs)
+        for part in ("headers", "properties", "body"):
+            assert mine.pop(part) == celerys.pop(part), part
+        assert mine == celerys
+
+
+# --- Compact entries: shared definitions, layout upgrades -------------------------------------------------
+
+
+def test_triggers_on_one_schedule_share_one_definition_until_the_last_goes(
+    every_ten_seconds, user, redis_client, committed, sent
+):
+    twin = committed(
+        services.trigger_register, owner=user, name="twin", workflow_id="wf", cron_expression="*/10 * * * * *"
+    )
+    ref = redis_client.hget(KEYS.entry(twin.pk), "d")
+    assert ref == redis_client.hget(KEYS.entry(every_ten_seconds.pk), "d"), "one definition, referred twice"
+    assert redis_client.hlen(KEYS.definitions) == 1
+    assert redis_client.hget(KEYS.references, ref) == b"2"
+    assert redis_client.object("encoding", KEYS.entry(twin.pk)) == b"listpack", "a small hash, no JSON"
+    committed(services.trigger_update, trigger=twin, priority="urgent")  # another definition
+    assert redis_client.hget(KEYS.references, ref) == b"1"
+    assert redis_client.hlen(KEYS.definitions) == 2
+    committed(services.trigger_delete, trigger=twin)
+    committed(services.trigger_delete, trigger=every_ten_seconds)
+    assert redis_client.hlen(KEYS.definitions) == 0, "the last entry out takes its definition along"
+    assert redis_client.hlen(KEYS.references) == 0
+
+
+def test_a_leader_finding_the_old_layout_rebuilds_and_drops_its_entries(
+    every_ten_seconds, redis_client, sent
+):
+    """Layout 1 kept `<prefix>:trigger:<uuid>` hashes with inline JSON. A leader that finds no layout 2 in
+    Redis deletes them before anything fires and rebuilds every entry, then fires as ever."""
+    legacy = f"{KEYS.prefix}:trigger:{every_ten_seconds.pk}"
+    redis_client.delete(KEYS.entry(every_ten_seconds.pk), KEYS.layout)
+    redis_client.zrem(KEYS.schedule, KEYS.entry(every_ten_seconds.pk))
+    redis_client.hset(legacy, mapping={"definition": "{}", "next_slot": "2026-03-02T12:00:10+00:00"})
+    redis_client.zadd(KEYS.schedule, {legacy: at(10).timestamp()})
+    report = reconcile(app=app)
+    assert report.added == [str(every_ten_seconds.pk)]
+    assert not redis_client.exists(legacy)
+    assert redis_client.zrange(KEYS.schedule, 0, -1) == [KEYS.entry(every_ten_seconds.pk).encode()]
+    assert redis_client.get(KEYS.layout) == LAYOUT.encode()
+    assert [f.slot for f in run_pass(at(10.1))] == [at(10)]
+
+
+def test_every_beat_key_hashes_to_one_cluster_slot(every_ten_seconds) -> None:
+    """The default prefix is a hash tag, so every script's keys (entries, schedule, lock, definitions) sit in
+    one slot of a Redis Cluster."""
+    names = [
+        KEYS.entry(every_ten_seconds.pk), KEYS.schedule, KEYS.lock, KEYS.definitions, KEYS.references,
+        KEYS.stats, KEYS.layout, KEYS.built, KEYS.watermark, KEYS.housekeeping("executions.sweep"),
+    ]  # fmt: skip
+    assert KEYS.prefix == "{redbeat}"
+    assert {key_slot(name.encode()) for name in names} == {key_slot(b"redbeat")}

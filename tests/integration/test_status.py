@@ -18,7 +18,7 @@ from django.core.management import CommandError, call_command
 
 from executions.models import ExecutionStatus
 from scheduler_project.celery import app
-from schedules import redbeat_sync
+from schedules.beat.sync import sync_trigger
 from tests.integration.test_api_plumbing import client_for, make_execution, make_trigger
 from tests.support.procs import free_port
 from toolkit import clock, metrics
@@ -129,7 +129,7 @@ def test_workers_beat_and_what_is_due(client, staff, redis_client) -> None:
     metrics.beat_heartbeat(0.002)
     trigger = make_trigger(staff, name="every second", cron_expression="* * * * * *")
     make_trigger(staff, name="yearly", cron_expression="0 0 1 1 *")
-    redbeat_sync.sync_trigger(trigger.pk)
+    sync_trigger(trigger.pk)
 
     document = client_for(staff).get("/api/v1/status/").json()
     (worker,) = document["workers"]

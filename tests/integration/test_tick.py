@@ -15,8 +15,12 @@ from django.urls import path, resolve
 
 from executions.models import Execution
 from scheduler_project.celery import app
-from schedules import redbeat_sync, services, tick
+from schedules import services, tick
+from schedules.beat import entries
+from schedules.beat.dispatch import BeatPass
+from schedules.beat.entries import Keys
 from schedules.models import Trigger
+from tests.support.beat import entry_of
 from tests.support.procs import celery_cmd, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.urls(__name__)]
@@ -26,7 +30,7 @@ urlpatterns = [path("api/v1/tick", tick.tick_view), path("api/v1/tick/", tick.ti
 
 SECRET = "test-cron-secret-0123456789"
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
-KEYS = redbeat_sync.Keys.of(app)
+KEYS = Keys.of(app)
 
 
 def post(client: Client, url: str = "/api/v1/tick", **headers: str):
@@ -63,7 +67,7 @@ def test_a_missing_or_wrong_secret_is_401_and_fires_nothing(due_trigger, redis_c
     response = post(Client(), **headers)
     assert response.status_code == 401
     assert response["WWW-Authenticate"].startswith("Bearer")
-    assert redis_client.hget(KEYS.entry(due_trigger.pk), "next_slot") == b"2026-03-02T12:00:10+00:00"
+    assert entry_of(KEYS, KEYS.entry(due_trigger.pk))["next_slot"] == "2026-03-02T12:00:10+00:00"
 
 
 def test_the_right_secret_fires_what_is_due_once_and_a_second_call_fires_nothing(due_trigger, redis_client):
@@ -77,7 +81,7 @@ def test_the_right_secret_fires_what_is_due_once_and_a_second_call_fires_nothing
     ]
     again = post(client, "/api/v1/tick/", **bearer())
     assert (again.status_code, again.json()["count"]) == (200, 0), "idempotent: the slot is reserved"
-    assert redis_client.hget(KEYS.entry(due_trigger.pk), "next_slot") == b"2026-03-02T12:00:20+00:00"
+    assert entry_of(KEYS, KEYS.entry(due_trigger.pk))["next_slot"] == "2026-03-02T12:00:20+00:00"
     message = json.loads(redis_client.lindex("fire:6", 0))
     assert message["headers"]["task"] == "executions.fire_batch"
     assert message["headers"]["argsrepr"] == repr(
@@ -128,9 +132,7 @@ def test_concurrent_ticks_beside_a_beat_send_and_record_each_slot_once(
         for i in range(20)
     ]
     redis_client.set(KEYS.lock, "beat-token")
-    beat = redbeat_sync.BeatPass(
-        app=app, client=redbeat_sync.redis_client(app), origin="schedule", lock_token=b"beat-token"
-    )
+    beat = BeatPass(app=app, client=entries.redis_client(app), origin="schedule", lock_token=b"beat-token")
     wait_for(lambda: datetime.now(UTC) >= slot, timeout=5, what="the slot to fall due")
 
     start = threading.Barrier(9)

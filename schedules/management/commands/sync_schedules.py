@@ -14,7 +14,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from schedules import redbeat_sync
+from schedules.beat.entries import CHUNK_SIZE, iso
+from schedules.beat.reconcile import ReconcileReport, reconcile
 from schedules.models import Trigger
 from toolkit import cli
 
@@ -58,10 +59,10 @@ class Command(BaseCommand):
             def pause() -> None:
                 # Called before each page of active triggers (then for each page of orphans).
                 nonlocal pages
-                update(min(total, pages * redbeat_sync.CHUNK_SIZE), total)
+                update(min(total, pages * CHUNK_SIZE), total)
                 pages += 1
 
-            report = redbeat_sync.reconcile(dry_run=dry_run or check, pause=pause)
+            report = reconcile(dry_run=dry_run or check, pause=pause)
             update(total, total)
         drift = _drift(report)
         if json:
@@ -78,12 +79,12 @@ class Command(BaseCommand):
             raise CommandError(f"drift found: {len(drift)} difference(s) between the database and Redis")
 
 
-def _drift(report: redbeat_sync.ReconcileReport) -> list[tuple[str, str, str]]:
+def _drift(report: ReconcileReport) -> list[tuple[str, str, str]]:
     """One (kind, trigger id or key, trigger name) per difference, names read in one query."""
     items: list[tuple[str, str]] = []
     for kind in DRIFT_KINDS:
         if kind == "catchup":
-            items.extend((kind, f"{f.trigger_id}@{redbeat_sync.iso(f.slot)}") for f in report.catchup)
+            items.extend((kind, f"{f.trigger_id}@{iso(f.slot)}") for f in report.catchup)
         else:
             items.extend((kind, ref) for ref in getattr(report, kind))
     ids = {ref.split("@")[0] for _, ref in items}
