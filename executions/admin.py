@@ -273,9 +273,11 @@ class AttentionFilter(admin.SimpleListFilter):
 @admin.register(Execution)
 class ExecutionAdmin(OperationsMixin, ReadOnlyAdminMixin, ExecutionDisplay, admin.ModelAdmin):
     list_display = (
-        "short_id", "trigger_link", "slot_when", "status_badge", "attempts", "duration", "credits",
-        "origin_label", "recorded",
+        "short_id", "trigger_link", "slot_when", "status_badge", "attempts", "duration", "origin_label",
+        "recorded",
     )  # fmt: skip
+    # No credits column: the list must fit a laptop beside the admin's sidebar (tests/browser/test_layouts);
+    # a run's usage is on its page (the Usage panel), the totals in the trigger's stats and the dashboard.
     # Recorded-at as a filter of fixed ranges, not a date hierarchy: the hierarchy lists the days that hold
     # runs with a DISTINCT over the whole history on every page load.
     list_filter = (
