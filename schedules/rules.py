@@ -30,7 +30,7 @@ slot is skipped with its reason. The slot stays the run's identity: only its ``n
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -181,26 +181,35 @@ def _parse_days(value: Any, where: str) -> frozenset[int]:
     return frozenset(days)
 
 
+def _items(
+    value: Any, noun: str, example: str, keys: tuple[str, ...], limit: int
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The objects of a rule list (windows, blackouts), each with the words that name it in an error; the
+    list's own shape, its length and each object's keys are checked here, the values by the caller."""
+    if not isinstance(value, list):
+        raise RuleError(f"must be a list of {noun}s like {example}")
+    if len(value) > limit:
+        raise RuleError(f"at most {limit} {noun}s")
+    needed = [key for key in keys if key != "note"]
+    for i, item in enumerate(value, 1):
+        where = f"{noun} {i}"
+        if not isinstance(item, Mapping):
+            raise RuleError(f"{where}: must be an object with {', '.join(needed[:-1])} and {needed[-1]}")
+        unknown = sorted(set(item) - set(keys))
+        if unknown:
+            raise RuleError(f"{where}: {unknown[0]!r} is not a key of a {noun} ({', '.join(keys)})")
+        yield where, item
+
+
 def parse_windows(value: Any) -> tuple[Window, ...]:
     """``[{"days": "mon-fri", "start": "09:00", "end": "17:00"}, …]`` → windows; `RuleError` naming the
     item. ``days`` defaults to every day. A window whose start equals its end is refused (empty or the
     whole day is ambiguous: say ``00:00``-``24:00``)."""
     if value is None:
         return ()
-    if not isinstance(value, list):
-        raise RuleError(
-            "must be a list of windows like {'days': 'mon-fri', 'start': '09:00', 'end': '17:00'}"
-        )
-    if len(value) > MAX_WINDOWS:
-        raise RuleError(f"at most {MAX_WINDOWS} windows")
     windows = []
-    for i, item in enumerate(value, 1):
-        where = f"window {i}"
-        if not isinstance(item, Mapping):
-            raise RuleError(f"{where}: must be an object with days, start and end")
-        unknown = sorted(set(item) - {"days", "start", "end"})
-        if unknown:
-            raise RuleError(f"{where}: {unknown[0]!r} is not a key of a window (days, start, end)")
+    example = "{'days': 'mon-fri', 'start': '09:00', 'end': '17:00'}"
+    for where, item in _items(value, "window", example, ("days", "start", "end"), MAX_WINDOWS):
         days = _parse_days(item.get("days", list(DAY_NAMES)), where)
         start, start_eod = _parse_time(item.get("start"), f"{where} start")
         if start_eod:
@@ -231,18 +240,9 @@ def parse_blackouts(value: Any) -> tuple[Blackout, ...]:
     """``[{"start": "…Z", "end": "…Z", "note": "db upgrade"}, …]`` → blackouts, oldest first."""
     if value is None:
         return ()
-    if not isinstance(value, list):
-        raise RuleError("must be a list of blackouts like {'start': '2026-05-01T22:00:00Z', 'end': '…'}")
-    if len(value) > MAX_BLACKOUTS:
-        raise RuleError(f"at most {MAX_BLACKOUTS} blackouts")
     blackouts = []
-    for i, item in enumerate(value, 1):
-        where = f"blackout {i}"
-        if not isinstance(item, Mapping):
-            raise RuleError(f"{where}: must be an object with start and end")
-        unknown = sorted(set(item) - {"start", "end", "note"})
-        if unknown:
-            raise RuleError(f"{where}: {unknown[0]!r} is not a key of a blackout (start, end, note)")
+    example = "{'start': '2026-05-01T22:00:00Z', 'end': '…'}"
+    for where, item in _items(value, "blackout", example, ("start", "end", "note"), MAX_BLACKOUTS):
         start = _parse_instant(item.get("start"), f"{where} start")
         end = _parse_instant(item.get("end"), f"{where} end")
         if end <= start:

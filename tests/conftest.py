@@ -16,6 +16,7 @@ from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
 
 from tests.support.procs import Fleet, fleet, live_database_url
+from tests.support.receiver import receiver  # noqa: F401 - a shared fixture
 
 hypothesis_settings.register_profile(
     "ci", deadline=None, max_examples=200, suppress_health_check=[HealthCheck.too_slow]

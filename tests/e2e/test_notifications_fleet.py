@@ -19,7 +19,6 @@ from notifications.models import Delivery, DeliveryStatus
 from schedules import services as trigger_services
 from tests.conftest import ARTIFACTS
 from tests.e2e.test_executions_launch import start_worker
-from tests.integration.test_notifications import Receiver
 from tests.support.procs import Fleet, fleet, live_database_url, wait_for
 from toolkit import clock
 
@@ -38,18 +37,6 @@ NOTIFY = {
     "SCHEDULER_NOTIFY_ALLOWED_NETWORKS": "127.0.0.1/32",
     "SCHEDULER_NOTIFY_WINDOW_SECONDS": "600",
 }
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    stub = Receiver()
-    stub.thread.start()
-    try:
-        yield stub
-    finally:
-        stub.server.shutdown()
-        stub.server.server_close()
-        stub.thread.join(timeout=5)
 
 
 @pytest.fixture
