@@ -27,7 +27,7 @@ from executions.services.finish import execution_cancel
 from schedules import selectors as schedule_selectors
 from schedules import services as trigger_services
 from schedules import timing, validation
-from schedules.models import OverlapPolicy, Trigger, TriggerKind, TriggerStatus
+from schedules.models import OverlapPolicy, Trigger, TriggerStatus
 from schedules.selectors import Limits
 from toolkit import bulk, clock, ids, logcontext, metrics
 
@@ -177,7 +177,7 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
                         held=sum(row.status == ExecutionStatus.WAITING for row in rows),
                         last_status=rows[-1].status,
                         now=now,
-                    ) and not _beat_retired_its_entry(trigger, fire):
+                    ):
                         ended.append(trigger.pk)
             except DatabaseError:
                 raise  # the transaction itself is broken: the whole batch is redone or caught up
@@ -196,20 +196,6 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
     metrics.runs_recorded(created)
     metrics.slots_after_end(book.after_end)
     return created
-
-
-def _beat_retired_its_entry(trigger: Trigger, fire: Fire) -> bool:
-    """A one-off completed by the fire of its own `run_at` from the beat (or a tick): the reserve that
-    published the fire already took the entry off the schedule (nothing is left to fire), so syncing it
-    after commit would only tidy the hash, at a Redis read and a database read per trigger — a fifth of what
-    recording a herd of one-offs cost. The fire moved the trigger's `updated_at`, so the next
-    `reconcile_changed` tidies it within a period. Any other completion (max_runs, end_at, a one-off fired
-    by catch-up) is synced at once: its entry may still hold a slot to fire."""
-    return (
-        trigger.kind == TriggerKind.ONCE
-        and fire.origin == ExecutionOrigin.SCHEDULE
-        and fire.slot == trigger.run_at
-    )
 
 
 def _due(row: Execution, trigger: Trigger) -> dispatch.Due:

@@ -196,18 +196,28 @@ def sync_trigger(trigger_id: uuid.UUID | str) -> Desired | None:
 
 
 def sync_triggers(trigger_ids: Sequence[uuid.UUID | str]) -> None:
-    """`sync_trigger` for many triggers at once (a herd of one-offs completing together): per chunk one read
-    script, one database query and one pipeline of compare-and-set writes, in the same order as
-    `sync_trigger` (Redis read before the database). An entry that changed in between is left to
-    `sync_trigger`, which retries it alone."""
+    """`sync_trigger` for triggers whose schedule just ended (the fire path's, a herd of one-offs completing
+    together): per chunk one read script, one database query and one pipeline of compare-and-set writes, in
+    the same order as `sync_trigger` (Redis read before the database). An entry that changed in between is
+    left to `sync_trigger`, which retries it alone.
+
+    An entry holding no next slot is left alone, without reading its row: the beat's reserve retired it
+    when it published the last slot (a one-off fired by the beat or a tick), so it can fire nothing, and
+    the fire moved the trigger's `updated_at`, so `reconcile_changed` tidies it within a period. Reading
+    every such row cost a fifth of recording a herd of one-offs. An entry still owing a slot (`max_runs` or
+    `end_at` reached with the next slot reserved) is removed at once."""
     ids = list(dict.fromkeys(str(pk) for pk in trigger_ids))
     if not ids:
         return
     app = celery_app()
     client, keys = redis_client(app), Keys.of(app)
     for start in range(0, len(ids), CHUNK_SIZE):
-        chunk = ids[start : start + CHUNK_SIZE]
-        observed = read_entries(client, keys, [keys.entry(pk) for pk in chunk])
+        part = ids[start : start + CHUNK_SIZE]
+        read = zip(part, read_entries(client, keys, [keys.entry(pk) for pk in part]), strict=True)
+        live = [(pk, entry) for pk, entry in read if entry.next_slot_raw is not None or entry.wrong_type]
+        if not live:
+            continue
+        chunk, observed = [pk for pk, _entry in live], [entry for _pk, entry in live]
         rows = {str(t.pk): t for t in Trigger.objects.filter(pk__in=chunk)}
         now = clock.now()
         writes = [
