@@ -600,19 +600,25 @@ def calendar_create(
     return calendar
 
 
+def _rename(obj: Any, fields: dict[str, Any], *, allowed: set[str], noun: str) -> None:
+    """The part of an update that calendars and templates share: refuse a field that cannot be set, then
+    the name (unique among the owner's) and the description, on the locked instance."""
+    unknown = sorted(set(fields) - {"name", "description", *allowed})
+    if unknown:
+        raise ValidationError({unknown[0]: ["is not a field that can be set"]})
+    if "name" in fields:
+        obj.name = _calendar_text("name", fields["name"])
+        _unique_name(type(obj), obj.owner, obj.name, noun=noun, exclude=obj.pk)
+    if "description" in fields:
+        obj.description = _calendar_text("description", fields["description"])
+
+
 @transaction.atomic
 def calendar_update(*, calendar: Calendar, actor: Any, **fields: Any) -> Calendar:
     """Rename, describe, share (staff) or replace the dates (one of `dates`, `ics`, `holidays`). Triggers
     that exclude the calendar read its new dates at their next fire."""
     calendar = Calendar.objects.select_for_update().get(pk=calendar.pk)
-    unknown = sorted(set(fields) - {"name", "description", "shared", "dates", "ics", "holidays"})
-    if unknown:
-        raise ValidationError({unknown[0]: ["is not a field that can be set"]})
-    if "name" in fields:
-        calendar.name = _calendar_text("name", fields["name"])
-        _unique_name(Calendar, calendar.owner, calendar.name, noun="calendar", exclude=calendar.pk)
-    if "description" in fields:
-        calendar.description = _calendar_text("description", fields["description"])
+    _rename(calendar, fields, allowed={"shared", "dates", "ics", "holidays"}, noun="calendar")
     if "shared" in fields:
         calendar.shared = _check_shared(actor, fields["shared"])
     if any(fields.get(key) is not None for key in ("dates", "ics", "holidays")):
@@ -708,14 +714,7 @@ def template_save(
 @transaction.atomic
 def template_update(*, template: TriggerTemplate, **fields: Any) -> TriggerTemplate:
     template = TriggerTemplate.objects.select_for_update().get(pk=template.pk)
-    unknown = sorted(set(fields) - {"name", "description", "definition"})
-    if unknown:
-        raise ValidationError({unknown[0]: ["is not a field that can be set"]})
-    if "name" in fields:
-        template.name = _calendar_text("name", fields["name"])
-        _unique_name(TriggerTemplate, template.owner, template.name, noun="template", exclude=template.pk)
-    if "description" in fields:
-        template.description = _calendar_text("description", fields["description"])
+    _rename(template, fields, allowed={"definition"}, noun="template")
     if "definition" in fields:
         template.definition = _check_definition(fields["definition"])
     template.save()

@@ -104,13 +104,7 @@ def update_each(
         f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS v({', '.join(names)}) "  # noqa: S608
         f"WHERE {' AND '.join(conditions)} RETURNING {table}.{names[0]}"
     )
-    written: set[Any] = set()
-    with connection.cursor() as cursor:
-        for start in range(0, len(objs), CHUNK):
-            prepared = _prepared(objs[start : start + CHUNK], columns, connection, add=None)
-            cursor.execute(sql, [*prepared, *guard_values])
-            written.update(row[0] for row in cursor.fetchall())
-    return written
+    return _returning(connection, sql, objs, columns, add=None, extra=guard_values)
 
 
 def _update_each_orm(
@@ -157,9 +151,25 @@ def insert_new(objs: Sequence[models.Model]) -> set[Any]:
         f"INSERT INTO {qn(meta.db_table)} ({names}) SELECT * FROM unnest({arrays}) "  # noqa: S608
         f"ON CONFLICT DO NOTHING RETURNING {pk_column}"
     )
+    return _returning(connection, sql, objs, columns, add=True)
+
+
+def _returning(
+    connection: BaseDatabaseWrapper,
+    sql: str,
+    objs: Sequence[Any],
+    columns: Sequence[models.Field[Any, Any]],
+    *,
+    add: bool | None,
+    extra: Sequence[Any] = (),
+) -> set[Any]:
+    """Run `sql` (its arrays first, then `extra` parameters) a CHUNK of objects at a time; the keys its
+    RETURNING names, all chunks together."""
     written: set[Any] = set()
     with connection.cursor() as cursor:
         for start in range(0, len(objs), CHUNK):
-            cursor.execute(sql, _prepared(objs[start : start + CHUNK], columns, connection, add=True))
+            cursor.execute(
+                sql, [*_prepared(objs[start : start + CHUNK], columns, connection, add=add), *extra]
+            )
             written.update(row[0] for row in cursor.fetchall())
     return written
