@@ -173,7 +173,7 @@ def seed(n: int, slot: datetime, *, retrying: int = 0) -> list[uuid.UUID]:
 
 def herd(app: Any, n: int, *, lead: float, timeout: float, retrying: int = 0) -> dict[str, Any]:
     from django.db import connection
-    from django.db.models import Max
+    from django.db.models import Count, Max
 
     from executions.models import Execution
     from schedules.models import Trigger
@@ -182,7 +182,7 @@ def herd(app: Any, n: int, *, lead: float, timeout: float, retrying: int = 0) ->
     Trigger.objects.all().delete()
     slot = (datetime.now(UTC) + timedelta(seconds=lead)).replace(microsecond=0)
     seeded_at = time.monotonic()
-    ids = seed(n, slot, retrying=retrying)
+    seed(n, slot, retrying=retrying)
     seed_seconds = time.monotonic() - seeded_at
     if datetime.now(UTC) >= slot - timedelta(seconds=2):
         raise SystemExit(f"seeding {n} triggers took {seed_seconds:.1f}s; raise --lead")
@@ -191,16 +191,15 @@ def herd(app: Any, n: int, *, lead: float, timeout: float, retrying: int = 0) ->
         time.sleep(0.05)
     deadline = time.monotonic() + timeout
     counts = {"recorded": 0, "launched": 0, "finished": 0}
+    # The table holds only this herd (emptied above): one scan counts all three, so the watcher adds little
+    # load to the database it measures (it used to run three counts filtered on n ids every 0.25 s).
     while time.monotonic() < deadline:
-        rows = Execution.objects.filter(trigger_id__in=ids) if n <= 20000 else Execution.objects.all()
-        counts = {
-            "recorded": rows.count(),
-            "launched": rows.filter(started_at__isnull=False).count(),
-            "finished": rows.filter(finished_at__isnull=False).count(),
-        }
+        counts = Execution.objects.aggregate(
+            recorded=Count("pk"), launched=Count("started_at"), finished=Count("finished_at")
+        )
         if counts["finished"] >= n + retrying:
             break
-        time.sleep(0.25 if n <= 20000 else 2.0)  # counting a big herd's rows is itself load
+        time.sleep(0.5 if n <= 20000 else 2.0)  # counting a big herd's rows is itself load
     connection.close()
     agg = Execution.objects.aggregate(
         recorded=Max("created_at"), launched=Max("started_at"), finished=Max("finished_at")
@@ -213,6 +212,7 @@ def herd(app: Any, n: int, *, lead: float, timeout: float, retrying: int = 0) ->
     since = {k: (v - slot).total_seconds() if v else None for k, v in agg.items()}
     return {
         "n": n,
+        "slot": slot.isoformat(),
         "seed_seconds": round(seed_seconds, 2),
         "rows": counts["recorded"],
         "missing": n + retrying - counts["recorded"],

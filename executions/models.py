@@ -61,6 +61,9 @@ class Execution(models.Model):
         Trigger,
         on_delete=models.CASCADE,
         related_name="executions",
+        # No index of its own: every (trigger, ...) index below starts with it, and each index is one more
+        # entry written per slot recorded.
+        db_index=False,
         help_text="The trigger this run belongs to.",
     )
     slot = models.DateTimeField(
@@ -77,7 +80,7 @@ class Execution(models.Model):
         max_length=16,
         choices=ExecutionStatus.choices,
         default=ExecutionStatus.PENDING,
-        db_index=True,
+        # No index of its own: (status, updated_at) and (status, created_at) serve every status filter.
         help_text="Where the run is in its life.",
     )
     skip_reason = models.CharField(
@@ -112,6 +115,7 @@ class Execution(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
+        db_index=False,  # a partial index below: scheduled runs (nearly all) have none
         help_text="The user who asked for a manual run.",
     )
     requested_at = models.DateTimeField(null=True, blank=True, help_text="When a manual run was asked for.")
@@ -127,6 +131,7 @@ class Execution(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="reruns",
+        db_index=False,  # a partial index below: few runs repeat another
         help_text="The execution this one repeats.",
     )
     task_id = models.CharField(
@@ -198,7 +203,22 @@ class Execution(models.Model):
             ),
             # Runs that ended in a window (the dashboard's and `/api/v1/status/`'s completed and failed
             # counts): a range of this index, read without the table.
-            models.Index(fields=["finished_at"], include=["status"], name="execution_finished"),
+            # Partial: every question asked of it names a range of ends, so a row gets its entry when it ends
+            # and none while it is recorded, queued and running.
+            models.Index(
+                fields=["finished_at"],
+                include=["status"],
+                name="execution_finished",
+                condition=Q(finished_at__isnull=False),
+            ),
+            # The lookups behind deleting a user (SET NULL) and a repeated run's "re-runs" list: rare rows,
+            # so only they are indexed (an insert of a scheduled run writes no entry here).
+            models.Index(
+                fields=["requested_by"],
+                name="execution_requested_by",
+                condition=Q(requested_by__isnull=False),
+            ),
+            models.Index(fields=["rerun_of"], name="execution_rerun_of", condition=Q(rerun_of__isnull=False)),
         ]
 
     def __str__(self) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from django.conf import settings
@@ -170,12 +170,13 @@ class Due:
     label: Mapping[str, str]
 
 
-def execution_send_after_commit(due: Sequence[Due]) -> None:
-    """After the transaction that recorded them commits, send `due` (`send_due`); a broker that refuses
-    leaves them pending for the sweeper."""
-    if due:
+def execution_send_after_commit(due: Sequence[Due], *, held: Sends | None = None) -> None:
+    """After the transaction that recorded them commits, send `due` (`send_due`) and the messages of rows
+    it wrote already queued (`held`, see `plan_sends`); a broker that refuses leaves them pending for the
+    sweeper."""
+    if due or (held is not None and held.claims):
         batch = list(due)
-        transaction.on_commit(lambda: _send_logged(batch), robust=True)
+        transaction.on_commit(lambda: _send_logged(batch, held), robust=True)
 
 
 def execution_enqueue_many_after_commit(execution_ids: Sequence[uuid.UUID]) -> None:
@@ -190,11 +191,15 @@ def _enqueue_many_logged(execution_ids: list[uuid.UUID]) -> None:
         logger.warning("enqueue of %d executions failed: %s", len(execution_ids), scrub(str(exc)))
 
 
-def _send_logged(due: list[Due]) -> None:
-    try:
-        send_due(due)
-    except Exception as exc:  # the broker is down: the rows are pending again; the sweeper sends them
-        logger.warning("enqueue of %d executions failed: %s", len(due), scrub(str(exc)))
+def _send_logged(due: list[Due], held: Sends | None = None) -> None:
+    sends: list[tuple[int, Callable[[], object]]] = [(len(due), lambda: send_due(due))]
+    if held is not None and held.claims:
+        sends.insert(0, (len(held.claims), held.publish))
+    for count, send in sends:
+        try:
+            send()
+        except Exception as exc:  # the broker is down: the rows are pending again; the sweeper sends them
+            logger.warning("enqueue of %d executions failed: %s", count, scrub(str(exc)))
 
 
 def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:
@@ -218,12 +223,23 @@ def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:
 
 def send_due(due: Sequence[Due]) -> int:
     """Send pending runs: one compare-and-set UPDATE claims them all (pending -> queued, each under the task
-    id of the message that carries it), then one publish batch per task. Runs due now on a target whose
-    calls may be made together (`Launcher.batchable`) go out as `executions.launch_batch` messages of up to
-    SCHEDULER_LAUNCH_BATCH_SIZE, the batch's task id on each row; the rest as one `executions.launch` each.
-    Runs further off than `retry_cap` stay pending (the sweeper sends them when near); rows the sweeper
-    flipped first keep its task id and are not sent again. Returns how many were sent."""
+    id of the message that carries it; rows another sender flipped first keep its task id and are not sent
+    again), then the messages (`Sends.publish`). Returns how many were sent."""
     now = clock.now()
+    sends = plan_sends(due, now=now)
+    sends.keep(_claim(sends.claims, now=now))
+    sends.publish()
+    return len(sends.claims)
+
+
+def plan_sends(due: Sequence[Due], *, now: datetime) -> Sends:
+    """Which messages would carry `due`, and under which task ids. Runs due now on a target whose calls may
+    be made together (`Launcher.batchable`) go as `executions.launch_batch` messages of up to
+    SCHEDULER_LAUNCH_BATCH_SIZE, the batch's task id on each row; the rest as one `executions.launch` each.
+    Runs further off than `retry_cap` are left out (the sweeper sends them when near).
+
+    The fire path plans before it writes, so that its rows go in already queued under their task ids: one
+    INSERT, not an INSERT and then a claim UPDATE of the same rows (every index entry written twice)."""
     cap = retry_cap()
     size = settings.SCHEDULER_LAUNCH_BATCH_SIZE
     batchable: dict[str, bool] = {}
@@ -244,30 +260,52 @@ def send_due(due: Sequence[Due]) -> int:
         for priority, rows in grouped.items()
         for start in range(0, len(rows), size)
     ]
-    claims = {launch.execution_id: launch.task_id for launch in singles}
-    claims.update((row.execution_id, task_id) for task_id, _, rows in batches for row in rows)
-    ours = _claim(claims, now=now)
-    singles = [launch for launch in singles if launch.execution_id in ours]
-    messages = []
-    for task_id, priority, rows in batches:
-        kept = [row for row in rows if row.execution_id in ours]
-        if kept:
-            messages.append(
-                broker.TaskMessage(
-                    args=[[str(row.execution_id) for row in kept]],
-                    task_id=task_id,
-                    priority=policies.priority_value(priority),
-                    kwargsrepr=repr(batch_label([row.label for row in kept])),
-                )
+    return Sends(singles, batches)
+
+
+@dataclasses.dataclass
+class Sends:
+    """Planned launch messages (`plan_sends`) and the rows each one carries."""
+
+    singles: list[Launch]
+    batches: list[tuple[str, str, list[Due]]]  # (task id, priority, rows)
+
+    @property
+    def claims(self) -> dict[uuid.UUID, str]:
+        """Each row's task id: what a row must be queued under for its message to be the current one."""
+        claims = {launch.execution_id: launch.task_id for launch in self.singles}
+        claims.update((row.execution_id, task_id) for task_id, _, rows in self.batches for row in rows)
+        return claims
+
+    def keep(self, ours: set[uuid.UUID]) -> None:
+        """Drop the rows this sender does not hold (not claimed, not written)."""
+        self.singles = [launch for launch in self.singles if launch.execution_id in ours]
+        batches = [
+            (task_id, priority, [r for r in rows if r.execution_id in ours])
+            for task_id, priority, rows in self.batches
+        ]
+        self.batches = [batch for batch in batches if batch[2]]
+
+    def publish(self) -> None:
+        """Send the messages, in one publish batch per task. The rows must be queued under their task ids
+        already; if the broker refuses, those still queued under them go back to pending for the sweeper."""
+        claims = self.claims
+        messages = [
+            broker.TaskMessage(
+                args=[[str(row.execution_id) for row in rows]],
+                task_id=task_id,
+                priority=policies.priority_value(priority),
+                kwargsrepr=repr(batch_label([row.label for row in rows])),
             )
-    try:
-        publish_many(singles)
-    except Exception:
-        _back_to_pending(list(ours), list(claims.values()))  # nothing of this call went out
-        raise
-    if messages:
-        _publish_batches(messages, claims)
-    return len(ours)
+            for task_id, priority, rows in self.batches
+        ]
+        try:
+            publish_many(self.singles)
+        except Exception:
+            _back_to_pending(list(claims), list(claims.values()))  # nothing of this call went out
+            raise
+        if messages:
+            _publish_batches(messages, claims)
 
 
 def _claim(claims: Mapping[uuid.UUID, str], *, now: datetime) -> set[uuid.UUID]:

@@ -187,15 +187,39 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
                 logger.exception("fire for %s of trigger %s dropped", fire.slot, trigger.pk)
                 book.forget(trigger, mark)
                 trigger.refresh_from_db()
+        held = _queue_unwritten(book, triggers, now=now)
         created = _insert(book.decided, book)
         events.announce_recorded(created)  # skipped / missed slots, to subscribers (nothing when none)
         trigger_services.triggers_save_slots(triggers=[triggers[pk] for pk in book.touched], ended=ended)
+        held.keep({row.pk for row in created})
         dispatch.execution_send_after_commit(
-            [_due(row, triggers[row.trigger_id]) for row in created if row.status == ExecutionStatus.PENDING]
+            # Rows written before the plan (a `replace` writes at once) are still pending: claimed as usual.
+            [_due(row, triggers[row.trigger_id]) for row in created if row.status == ExecutionStatus.PENDING],
+            held=held,
         )
     metrics.runs_recorded(created)
     metrics.slots_after_end(book.after_end)
     return created
+
+
+def _queue_unwritten(book: _Book, triggers: dict[uuid.UUID, Trigger], *, now: datetime) -> dispatch.Sends:
+    """Plan the launch messages of the pending rows not yet written and mark those rows queued under their
+    task ids, so they go in queued and nothing claims them after: the herd's rows are written once.
+
+    What this changes on failure: a process that dies between the commit and the publish leaves these rows
+    queued without a message, which the sweeper resends after the lost-message grace — as a claimed row
+    was left before (the claim committed on its own, then the publish); the pending stage it skips lasted
+    only the claim statement itself."""
+    fresh = [
+        row for row in book.decided if row.status == ExecutionStatus.PENDING and row.pk not in book.saved
+    ]
+    sends = dispatch.plan_sends([_due(row, triggers[row.trigger_id]) for row in fresh], now=now)
+    claims = sends.claims
+    for row in fresh:
+        task_id = claims.get(row.pk)
+        if task_id is not None:
+            row.status, row.task_id, row.queued_at = ExecutionStatus.QUEUED, task_id, now
+    return sends
 
 
 def _due(row: Execution, trigger: Trigger) -> dispatch.Due:

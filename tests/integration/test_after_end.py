@@ -118,7 +118,7 @@ def test_a_skip_trigger_records_its_overlaps_until_its_last_run_and_nothing_afte
         (minute(0), "succeeded", ""),
         (minute(1), "skipped", "overlap"),
         (minute(2), "skipped", "overlap"),
-        (minute(3), "pending", ""),
+        (minute(3), "queued", ""),
     ]
     assert Trigger.objects.get(pk=trigger.pk).status == TriggerStatus.COMPLETED
     assert after_end_counter(redis_client) == 2
@@ -156,8 +156,8 @@ def test_catch_up_past_max_runs_records_nothing_after_the_last_run(make, frozen_
     frozen_clock.set(minute(5) + timedelta(seconds=1))  # slots 1..4 missed while the fleet was down
     fire_one(trigger, minute(5))
     assert [(slot, status) for slot, status, _ in rows(trigger)] == [
-        (minute(0), "pending"),
-        (minute(1), "pending"),
+        (minute(0), "queued"),
+        (minute(1), "queued"),
     ]
     assert after_end_counter(redis_client) == 4
 
@@ -170,7 +170,7 @@ def test_slots_past_end_at_record_nothing(make, frozen_clock, redis_client):
     fire_many(trigger, [minute(n) for n in range(3, 7)])
     fire_one(trigger, minute(2))  # the last slot of the schedule, late: recorded as catch-up decides
     assert rows(trigger) == [
-        (minute(0), "pending", ""),
+        (minute(0), "queued", ""),
         (minute(1), "skipped", "catchup_none"),
         (minute(2), "skipped", "catchup_none"),
     ]

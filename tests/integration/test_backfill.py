@@ -109,19 +109,19 @@ def test_the_beat_firing_a_backfilled_slot_finds_it_recorded(hourly, frozen_cloc
     [
         pytest.param(
             "skip",
-            [(ExecutionStatus.PENDING, "")] + [(ExecutionStatus.SKIPPED, SkipReason.OVERLAP)] * 3,
+            [(ExecutionStatus.QUEUED, "")] + [(ExecutionStatus.SKIPPED, SkipReason.OVERLAP)] * 3,
             id="skip-while-the-first-runs",
         ),
         pytest.param(
-            "queue", [(ExecutionStatus.PENDING, "")] + [(ExecutionStatus.WAITING, "")] * 3, id="queue"
+            "queue", [(ExecutionStatus.QUEUED, "")] + [(ExecutionStatus.WAITING, "")] * 3, id="queue"
         ),
         pytest.param(
             "buffer_one",
-            [(ExecutionStatus.PENDING, ""), (ExecutionStatus.WAITING, "")]
+            [(ExecutionStatus.QUEUED, ""), (ExecutionStatus.WAITING, "")]
             + [(ExecutionStatus.SKIPPED, SkipReason.OVERLAP)] * 2,
             id="buffer-one",
         ),
-        pytest.param("allow", [(ExecutionStatus.PENDING, "")] * 4, id="allow"),
+        pytest.param("allow", [(ExecutionStatus.QUEUED, "")] * 4, id="allow"),
     ],
 )
 def test_the_overlap_policy_applies_to_backfilled_slots(hourly, policy, expected) -> None:
@@ -225,7 +225,7 @@ def test_api_dry_run_then_backfill(hourly, user) -> None:
     done = api.post(url(trigger), {**body, "dry_run": False}, format="json")
     assert done.status_code == 200, done.content
     assert done.json()["counts"]["created"] == 3
-    assert [s["status"] for s in done.json()["slots"]] == ["pending", "waiting", "waiting"]
+    assert [s["status"] for s in done.json()["slots"]] == ["queued", "waiting", "waiting"]
     assert Execution.objects.filter(trigger=trigger, launched_by="alice").count() == 3
 
 

@@ -167,7 +167,7 @@ def test_the_fire_batch_skips_excluded_dates_reading_calendars_once(user, frozen
     }
     assert recorded == {
         **{f"t{n}": ("skipped", "calendar") for n in range(4)},
-        "t4": ("pending", ""),
+        "t4": ("queued", ""),
     }
 
 

@@ -235,7 +235,7 @@ def test_backfill_dry_run_then_run_then_again(fleet) -> None:
 
     data = run_json("triggers", "backfill", "morning-report", *WEEK)
     assert data["counts"] == {"slots": 5, "recorded": 0, "would_run": 0, "created": 5, "refused": 0}
-    assert [s["status"] for s in data["slots"]] == ["pending"] + ["skipped"] * 4, "overlap skip applies"
+    assert [s["status"] for s in data["slots"]] == ["queued"] + ["skipped"] * 4, "overlap skip applies"
     assert set(Execution.objects.values_list("origin", "launched_by")) == {("backfill", "cli")}
 
     again = run("triggers", "backfill", "morning-report", *WEEK).splitlines()

@@ -47,7 +47,8 @@ def test_fire_records_one_execution_and_enqueues_it(
     frozen_clock.set(minute(0) + timedelta(milliseconds=40))
     with django_capture_on_commit_callbacks() as callbacks:
         (execution,) = fire(every_minute, minute(0))
-    assert execution.status == ExecutionStatus.PENDING
+    assert execution.status == ExecutionStatus.QUEUED, "written queued under its launch message's task id"
+    assert execution.task_id
     assert execution.origin == ExecutionOrigin.SCHEDULE
     assert len(callbacks) == 1, "the launch is enqueued after commit"
     trigger = Trigger.objects.get(pk=every_minute.pk)
@@ -101,11 +102,11 @@ def test_max_runs_completes_the_trigger(user, frozen_clock):
     [
         pytest.param(
             "latest",
-            [("skipped", "catchup_superseded")] * 4 + [("pending", "")],
+            [("skipped", "catchup_superseded")] * 4 + [("queued", "")],
             id="latest-runs-the-due-slot-only",
         ),
-        pytest.param("none", [("skipped", "catchup_none")] * 4 + [("pending", "")], id="none-skips-missed"),
-        pytest.param("fire_immediately", [("pending", "")] * 5, id="fire-immediately-runs-all"),
+        pytest.param("none", [("skipped", "catchup_none")] * 4 + [("queued", "")], id="none-skips-missed"),
+        pytest.param("fire_immediately", [("queued", "")] * 5, id="fire-immediately-runs-all"),
     ],
 )
 def test_catchup_after_downtime(every_minute, frozen_clock, policy, expected):
@@ -158,7 +159,7 @@ def test_catchup_is_bounded_by_the_window(every_minute, frozen_clock):
     fire(every_minute, minute(0))
     frozen_clock.set(minute(30))
     fire(every_minute, minute(30))
-    ran = Execution.objects.filter(status="pending").exclude(slot=minute(0))
+    ran = Execution.objects.filter(status="queued").exclude(slot=minute(0))
     assert min(e.slot for e in ran) >= minute(30) - timedelta(seconds=120)
     assert Execution.objects.count() < 10, "nothing older than the window is even considered"
 
@@ -166,10 +167,11 @@ def test_catchup_is_bounded_by_the_window(every_minute, frozen_clock):
 @pytest.mark.parametrize(
     ("policy", "second"),
     [
-        pytest.param("allow", ("pending", ""), id="allow"),
+        pytest.param("allow", ("queued", ""), id="allow"),
         pytest.param("skip", ("skipped", "overlap"), id="skip"),
         pytest.param("queue", ("waiting", ""), id="queue"),
         pytest.param("buffer_one", ("waiting", ""), id="buffer-one"),
+        # Written at once, before the cancel (fire._replace_running): claimed after commit, as a pending row.
         pytest.param("replace", ("pending", ""), id="replace"),
     ],
 )
@@ -211,7 +213,7 @@ def test_catchup_of_a_long_outage_keeps_the_newest_slots_and_stays_bounded(user,
     frozen_clock.set(due + timedelta(milliseconds=5))
     fire(trigger, due)
     ran = list(
-        Execution.objects.filter(origin="catchup", status="pending")
+        Execution.objects.filter(origin="catchup", status="queued")
         .order_by("slot")
         .values_list("slot", flat=True)
     )

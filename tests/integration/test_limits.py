@@ -88,7 +88,7 @@ def test_a_per_user_concurrency_limit_holds_runs_back_and_names_itself(
     running = start(fire(first, 0))
     held = fire(second, 0)
     assert state(held) == (ExecutionStatus.WAITING, "owner_limit")
-    assert state(fire(free, 0))[0] == ExecutionStatus.PENDING, "another user's default is unlimited"
+    assert state(fire(free, 0))[0] == ExecutionStatus.QUEUED, "another user's default is unlimited"
     execution_complete(execution=running, status=ExecutionStatus.SUCCEEDED)
     assert state(held) == (ExecutionStatus.WAITING, "owner_limit"), "its own trigger had nothing to promote"
     assert execution_sweep().promoted == 1, "the sweeper starts it once the owner has room"
@@ -101,7 +101,7 @@ def test_the_per_workflow_limit_counts_one_workflow_across_triggers(make, user, 
     frozen_clock.set(minute(0))
     start(fire(first, 0))
     assert state(fire(same, 0)) == (ExecutionStatus.WAITING, "workflow_limit")
-    assert state(fire(different, 0))[0] == ExecutionStatus.PENDING
+    assert state(fire(different, 0))[0] == ExecutionStatus.QUEUED
 
 
 def test_a_user_may_be_let_off_the_default_workflow_limit(make, user, frozen_clock, settings):
@@ -110,7 +110,7 @@ def test_a_user_may_be_let_off_the_default_workflow_limit(make, user, frozen_clo
     first, same = make(user, "a"), make(user, "b")
     frozen_clock.set(minute(0))
     start(fire(first, 0))
-    assert state(fire(same, 0))[0] == ExecutionStatus.PENDING
+    assert state(fire(same, 0))[0] == ExecutionStatus.QUEUED
 
 
 # --- A trigger's own max_concurrent ------------------------------------------------------------------------

@@ -216,7 +216,7 @@ def test_a_due_slot_of_an_owner_with_no_credit_left_is_skipped_and_never_launche
     credit_services.credit_budget_set(owner=user, credits=6, period="month")  # one credit more
     frozen_clock.set(slot + timedelta(minutes=1, seconds=0.5))
     [row] = services.execution_fire(trigger_id=metered.pk, slot=slot + timedelta(minutes=1))
-    assert row.status == ExecutionStatus.PENDING
+    assert row.status == ExecutionStatus.QUEUED
     assert [m.execution_id for m in broker] == [str(row.pk)]
 
 

@@ -87,7 +87,7 @@ def test_inside_the_window_runs_as_before(hourly, frozen_clock) -> None:
     trigger = hourly(slot, window_action="defer")
     frozen_clock.set(slot)
     fire(trigger, slot)
-    assert rows(trigger) == [(slot, ExecutionStatus.PENDING, "", None)]
+    assert rows(trigger) == [(slot, ExecutionStatus.QUEUED, "", None)]
 
 
 def test_a_blackout_skips_and_caught_up_slots_meet_the_rules_too(hourly, frozen_clock) -> None:
@@ -101,10 +101,10 @@ def test_a_blackout_skips_and_caught_up_slots_meet_the_rules_too(hourly, frozen_
     frozen_clock.set(hour[4] + timedelta(seconds=1))  # down since 10:00: 10, 11, 12 missed, 13 due
     fire(trigger, hour[4])
     assert [(slot, status, reason) for slot, status, reason, _ in rows(trigger)] == [
-        (hour[1], ExecutionStatus.PENDING, ""),
-        (hour[2], ExecutionStatus.PENDING, ""),
+        (hour[1], ExecutionStatus.QUEUED, ""),
+        (hour[2], ExecutionStatus.QUEUED, ""),
         (hour[3], ExecutionStatus.SKIPPED, "blackout"),
-        (hour[4], ExecutionStatus.PENDING, ""),
+        (hour[4], ExecutionStatus.QUEUED, ""),
     ]
     trigger.refresh_from_db()
     assert trigger.run_count == 3
