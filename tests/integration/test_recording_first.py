@@ -13,10 +13,19 @@ from celery.worker import state as worker_state
 from django.conf import settings
 
 from executions import policies, services
-from executions.services import dispatch
+from executions.services import dispatch, launch
 from toolkit import broker
 
 pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reading():
+    """Parked threads share one broker reading for 50 ms (launch._SharedReading); each test's queues are
+    its own, so none may see the reading an earlier test left."""
+    launch._QUEUE_READING.forget()
+    yield
+    launch._QUEUE_READING.forget()
 
 
 class Script:
