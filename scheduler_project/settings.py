@@ -268,7 +268,9 @@ SCHEDULER_MAX_CATCHUP_SLOTS = env_int("SCHEDULER_MAX_CATCHUP_SLOTS", 100)
 SCHEDULER_MAX_BACKFILL_SLOTS = env_int("SCHEDULER_MAX_BACKFILL_SLOTS", 1000)
 SCHEDULER_MAX_BACKFILL_SPREAD_SECONDS = env_int("SCHEDULER_MAX_BACKFILL_SPREAD_SECONDS", 7 * 86_400)
 # Fires per `executions.fire_batch` message: one transaction records them all (it locks that many triggers).
-SCHEDULER_FIRE_BATCH_SIZE = env_int("SCHEDULER_FIRE_BATCH_SIZE", 200)
+# A statement costs about the same for 200 rows as for 500, so bigger batches spend less per fire on the
+# database (backend CPU per fire 0.097 -> 0.070 ms from 200 to 500, in-process); past 500 nothing more is won.
+SCHEDULER_FIRE_BATCH_SIZE = env_int("SCHEDULER_FIRE_BATCH_SIZE", 500)
 # Fresh runs per `executions.launch_batch` message (targets whose calls can go out together: demo, http);
 # their calls are made at once, a thread each. 1 sends every launch on its own.
 SCHEDULER_LAUNCH_BATCH_SIZE = env_int("SCHEDULER_LAUNCH_BATCH_SIZE", 16)

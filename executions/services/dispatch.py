@@ -5,6 +5,7 @@ queued for the sweeper."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -167,7 +168,15 @@ class Due:
     priority: str
     not_before: datetime | None
     target: str
-    label: Mapping[str, str]
+    trigger_name: str
+    workflow_id: str
+    slot: datetime | None
+
+    @functools.cached_property
+    def label(self) -> dict[str, str]:
+        """`run_label`, made when a message shows it: a batch message names only its first few runs, so a
+        herd's rows mostly never need theirs."""
+        return run_label(trigger_name=self.trigger_name, workflow_id=self.workflow_id, slot=self.slot)
 
 
 def execution_send_after_commit(due: Sequence[Due], *, held: Sends | None = None) -> None:
@@ -209,13 +218,7 @@ def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:
     )
     return send_due(
         [
-            Due(
-                pk,
-                priority,
-                not_before,
-                target,
-                run_label(trigger_name=name, workflow_id=workflow, slot=slot),
-            )
+            Due(pk, priority, not_before, target, name, workflow, slot)
             for pk, priority, not_before, target, slot, name, workflow in rows
         ]
     )
@@ -295,7 +298,7 @@ class Sends:
                 args=[[str(row.execution_id) for row in rows]],
                 task_id=task_id,
                 priority=policies.priority_value(priority),
-                kwargsrepr=repr(batch_label([row.label for row in rows])),
+                kwargsrepr=repr(batch_label([row.label for row in rows[:BATCH_LABEL_NAMES]], runs=len(rows))),
             )
             for task_id, priority, rows in self.batches
         ]
@@ -353,14 +356,15 @@ def _publish_batches(messages: list[broker.TaskMessage], claims: Mapping[uuid.UU
 BATCH_LABEL_NAMES = 5
 
 
-def batch_label(labels: Sequence[Mapping[str, str]]) -> dict[str, object]:
-    """What monitoring shows for an `executions.launch_batch` message: how many runs, and the first few
-    triggers, workflows and slots by name (a message of hundreds must not carry a page of text)."""
+def batch_label(labels: Sequence[Mapping[str, str]], *, runs: int) -> dict[str, object]:
+    """What monitoring shows for an `executions.launch_batch` message of `runs` runs: how many, and the
+    first few triggers, workflows and slots by name (`labels`: a message of hundreds must not carry a page
+    of text, nor its sender make a label per run)."""
     shown = [
         f"{label['trigger']} ({label['workflow']}) @ {label['slot']}" for label in labels[:BATCH_LABEL_NAMES]
     ]
-    more = len(labels) - len(shown)
-    return {"runs": len(labels), "triggers": shown + ([f"+{more} more"] if more > 0 else [])}
+    more = runs - len(shown)
+    return {"runs": runs, "triggers": shown + ([f"+{more} more"] if more > 0 else [])}
 
 
 def _batchable(target: str, known: dict[str, bool]) -> bool:

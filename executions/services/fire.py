@@ -224,8 +224,9 @@ def _queue_unwritten(book: _Book, triggers: dict[uuid.UUID, Trigger], *, now: da
 
 def _due(row: Execution, trigger: Trigger) -> dispatch.Due:
     """What the launch message of a row just recorded needs, from the trigger the batch already holds."""
-    label = dispatch.run_label(trigger_name=trigger.name, workflow_id=trigger.workflow_id, slot=row.slot)
-    return dispatch.Due(row.pk, row.priority, row.not_before, trigger.target, label)
+    return dispatch.Due(
+        row.pk, row.priority, row.not_before, trigger.target, trigger.name, trigger.workflow_id, row.slot
+    )
 
 
 def _lock_triggers(fires: Sequence[Fire]) -> dict[uuid.UUID, Trigger]:
