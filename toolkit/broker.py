@@ -11,6 +11,9 @@ double the cost of every message (Flower still sees each task through the worker
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -132,6 +135,68 @@ def broker_lost_messages(url: str) -> bool:
         return bool(client.set(MARKER_KEY, str(uuid.uuid4()), nx=True))
     finally:
         client.close()
+
+
+# --- The unsent ledger ----------------------------------------------------------------------------------
+
+#: Messages a sender has made current (their rows are queued under their task ids) but has not yet seen
+#: published: a sorted set in the broker's database, one member per publish (the JSON list of its
+#: [row id, task id] pairs), scored by when it was noted.
+UNSENT_KEY = "scheduler:unsent"
+
+
+@functools.cache
+def _ledger_client(url: str, master: str) -> redis.Redis:
+    from toolkit import redisurl
+
+    # Short timeouts: the ledger is best effort and must never hold a fire batch up for long.
+    return redisurl.connect(url, master=master, socket_connect_timeout=0.5, socket_timeout=0.5)
+
+
+def ledger() -> redis.Redis:
+    """A client for the broker's Redis (where the messages the ledger vouches for live)."""
+    from django.conf import settings
+
+    return _ledger_client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER)
+
+
+def note_unsent(pairs: Sequence[tuple[str, str]], *, at: float) -> str | None:
+    """Note, before the rows' transaction commits, the messages about to be published (pairs of row id and
+    task id); returns the note to clear once they are out (`note_sent`). Why: a sender that dies between
+    that commit and its publish leaves rows queued under messages nobody sent, and without a note the only
+    sign is age — the sweeper waits out the broker's whole visibility timeout (an hour in production)
+    before it resends. With one, it resends a note left standing for seconds (`unsent_since`).
+
+    Best effort: a broker that cannot take the note cannot take the messages either (they go back to
+    pending), and a note the transaction then rolls back names rows that are not there (nothing to do)."""
+    member = json.dumps([[pk, task_id] for pk, task_id in pairs], separators=(",", ":"))
+    try:
+        ledger().zadd(UNSENT_KEY, {member: at})
+    except redis.RedisError:
+        return None
+    return member
+
+
+def note_sent(member: str | None) -> None:
+    if member is None:
+        return
+    with contextlib.suppress(redis.RedisError):  # the sweeper finds every row still current under its id
+        ledger().zrem(UNSENT_KEY, member)
+
+
+def unsent_since(before: float, *, limit: int = 100) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Notes older than `before` (their sender died or stalled between commit and publish), oldest first,
+    each with its pairs. Raises the Redis error when the broker is unreachable."""
+    members = ledger().zrangebyscore(UNSENT_KEY, "-inf", before, start=0, num=limit)
+    notes = []
+    for raw in members:
+        member = raw.decode() if isinstance(raw, bytes) else str(raw)
+        try:
+            pairs = [(str(pk), str(task_id)) for pk, task_id in json.loads(member)]
+        except (ValueError, TypeError):
+            pairs = []  # not one of ours: dropped below with the rest
+        notes.append((member, pairs))
+    return notes
 
 
 # --- Reading the queues (kombu's Redis layout) --------------------------------------------------------

@@ -230,6 +230,7 @@ def send_due(due: Sequence[Due]) -> int:
     again), then the messages (`Sends.publish`). Returns how many were sent."""
     now = clock.now()
     sends = plan_sends(due, now=now)
+    sends.note_unsent(now)
     sends.keep(_claim(sends.claims, now=now))
     sends.publish()
     return len(sends.claims)
@@ -272,6 +273,18 @@ class Sends:
 
     singles: list[Launch]
     batches: list[tuple[str, str, list[Due]]]  # (task id, priority, rows)
+    #: This publish's note in the unsent ledger (`toolkit.broker.note_unsent`), cleared once it is out.
+    note: str | None = None
+
+    def note_unsent(self, now: datetime) -> None:
+        """Note the messages in the unsent ledger before their rows become queued (before the claim, or
+        before the commit of rows written queued): should this process die before `publish`, the sweeper
+        resends them within seconds (`sweep._sweep_unsent`) instead of after the lost-message grace."""
+        claims = self.claims
+        if claims:
+            self.note = broker.note_unsent(
+                [(str(pk), task_id) for pk, task_id in claims.items()], at=now.timestamp()
+            )
 
     @property
     def claims(self) -> dict[uuid.UUID, str]:
@@ -303,12 +316,16 @@ class Sends:
             for task_id, priority, rows in self.batches
         ]
         try:
-            publish_many(self.singles)
-        except Exception:
-            _back_to_pending(list(claims), list(claims.values()))  # nothing of this call went out
-            raise
-        if messages:
-            _publish_batches(messages, claims)
+            try:
+                publish_many(self.singles)
+            except Exception:
+                _back_to_pending(list(claims), list(claims.values()))  # nothing of this call went out
+                raise
+            if messages:
+                _publish_batches(messages, claims)
+        finally:
+            # Sent, or back to pending for the pending sweep: either way nothing is owed under this note.
+            broker.note_sent(self.note)
 
 
 def _claim(claims: Mapping[uuid.UUID, str], *, now: datetime) -> set[uuid.UUID]:

@@ -188,6 +188,7 @@ def execution_fire_batch(*, fires: Sequence[Fire]) -> list[Execution]:
                 book.forget(trigger, mark)
                 trigger.refresh_from_db()
         held = _queue_unwritten(book, triggers, now=now)
+        held.note_unsent(now)
         created = _insert(book.decided, book)
         events.announce_recorded(created)  # skipped / missed slots, to subscribers (nothing when none)
         trigger_services.triggers_save_slots(triggers=[triggers[pk] for pk in book.touched], ended=ended)
@@ -206,10 +207,9 @@ def _queue_unwritten(book: _Book, triggers: dict[uuid.UUID, Trigger], *, now: da
     """Plan the launch messages of the pending rows not yet written and mark those rows queued under their
     task ids, so they go in queued and nothing claims them after: the herd's rows are written once.
 
-    What this changes on failure: a process that dies between the commit and the publish leaves these rows
-    queued without a message, which the sweeper resends after the lost-message grace — as a claimed row
-    was left before (the claim committed on its own, then the publish); the pending stage it skips lasted
-    only the claim statement itself."""
+    A process that dies between the commit and the publish leaves these rows queued under messages nobody
+    sent; the batch noted them in the unsent ledger before it committed (`Sends.note_unsent`), so the
+    sweeper resends them within seconds."""
     fresh = [
         row for row in book.decided if row.status == ExecutionStatus.PENDING and row.pk not in book.saved
     ]

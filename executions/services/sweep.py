@@ -34,7 +34,7 @@ from executions.services.finish import (
     promote_waiting,
 )
 from schedules.models import Trigger
-from toolkit import broker, clock
+from toolkit import broker, clock, ids
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class SweepReport:
     completed: int = 0  # ended by a poll
     lost_attempts: int = 0  # running rows whose worker died mid-call, handed to a new attempt
     requeued: int = 0  # queued rows whose message was lost
+    unsent: int = 0  # queued rows whose sender stopped between its commit and its publish
     enqueued: int = 0  # pending rows sent (never sent, or far-future catch-up now near)
     promoted: int = 0  # waiting rows started
 
@@ -62,6 +63,9 @@ def lost_message_grace() -> timedelta:
 
 #: A pending row older than this was never sent (a crash between commit and publish, a broker outage).
 PENDING_GRACE = timedelta(seconds=10)
+#: A note in the unsent ledger older than this names messages whose sender stopped before publishing them
+#: (a publish takes milliseconds after its commit; this leaves room for a slow commit on a loaded database).
+UNSENT_GRACE = timedelta(seconds=10)
 
 
 def execution_sweep(*, poll_limit: int = 200) -> SweepReport:
@@ -74,6 +78,8 @@ def execution_sweep(*, poll_limit: int = 200) -> SweepReport:
       message lets `execution_launch_attempt` retire the attempt and try again (or fail the run when no
       attempt is left);
     * running async runs with a run id on a launcher that can poll -> polled (at most `poll_limit`);
+    * queued rows noted unsent for longer than UNSENT_GRACE (their sender died between commit and publish)
+      -> sent under a new task id (`_sweep_unsent`);
     * queued rows whose message is overdue by the lost-message grace -> requeued under a new task id; all
       queued rows at once when the broker lost its messages (`_sweep_queued`);
     * pending rows never sent (or catch-up runs whose `not_before` is now near) -> sent;
@@ -82,6 +88,7 @@ def execution_sweep(*, poll_limit: int = 200) -> SweepReport:
     now = clock.now()
     report = SweepReport()
     _sweep_running(now, report, poll_limit=poll_limit)
+    _sweep_unsent(now, report)
     _sweep_queued(now, report)
     _sweep_pending(now, report)
     _sweep_waiting(report)
@@ -183,6 +190,28 @@ def _resend(execution: Execution, *, status: str, countdown: float = 0.0) -> boo
         logger.warning("resend of execution %s failed: %s", execution.pk, scrub(str(exc)))
         return False
     return True
+
+
+def _sweep_unsent(now: datetime, report: SweepReport) -> None:
+    """Queued rows whose messages were noted in the unsent ledger and never published (`toolkit.broker.
+    note_unsent`): each row still queued under the noted task id gets a new message under a new one (the
+    compare-and-set on the old id makes a late publish of the old message stale); a row that moved on — its
+    message went out and was taken, or another sender resent it — is left alone. The note goes either way."""
+    try:
+        notes = broker.unsent_since((now - UNSENT_GRACE).timestamp())
+    except Exception as exc:  # the broker is down: nothing can be sent either; the next sweep looks again
+        logger.warning("sweep: unsent ledger unreadable (%s)", scrub(str(exc)))
+        return
+    for note, pairs in notes:
+        current = {pk: task_id for raw, task_id in pairs if (pk := ids.as_uuid(raw)) is not None}
+        rows = Execution.objects.filter(pk__in=list(current), status=ExecutionStatus.QUEUED)
+        for execution in rows.only("id", "task_id", "priority", "not_before").order_by("pk"):
+            if execution.task_id != current[execution.pk]:
+                continue
+            wait = (execution.not_before - now).total_seconds() if execution.not_before else 0.0
+            if _resend(execution, status=ExecutionStatus.QUEUED, countdown=min(max(0.0, wait), retry_cap())):
+                report.unsent += 1
+        broker.note_sent(note)
 
 
 def _sweep_queued(now: datetime, report: SweepReport) -> None:

@@ -6,7 +6,6 @@ none of it. tests/e2e/test_flower_launches.py sees the same through a real worke
 from __future__ import annotations
 
 import ast
-import json
 from datetime import timedelta
 
 import pytest
@@ -17,6 +16,7 @@ from executions.services import dispatch
 from tests.integration import test_launch
 from tests.integration.test_launch import Message
 from tests.integration.test_launch_stub import Reply
+from tests.support.broker import launch_messages
 from toolkit import clock
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -97,16 +97,6 @@ def test_a_successful_launch_names_its_run_in_the_result(make_trigger, broker):
     assert outcome.state == "SUCCESS"
     assert "trigger t-hello, workflow hello, slot manual" in outcome.result
     assert "succeeded" in outcome.result
-
-
-def launch_messages(redis_client) -> list[dict]:
-    found = []
-    for queue in redis_client.keys("launch*"):
-        if redis_client.type(queue) != b"list":
-            continue
-        for raw in redis_client.lrange(queue, 0, -1):
-            found.append(json.loads(raw)["headers"])
-    return found
 
 
 def test_launch_messages_name_trigger_workflow_and_slot(make_trigger, redis_client):
