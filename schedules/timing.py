@@ -523,6 +523,25 @@ def _check_int(value: Any, name: str) -> int | None:
 
 
 def _compile(spec: ScheduleSpec) -> _Plan:
+    """`_build`, memoised: the fire path asks for the same trigger's plan three times per slot (is it a slot,
+    which slots were missed, what comes next), and a herd of one schedule asks for one plan thousands of
+    times. The key carries each field's type, since equal is not the same here (60.0 == 60 and True == 1,
+    but only the int is an interval). A spec holding something unhashable (a list where text belongs) is
+    built, and refused, uncached."""
+    try:
+        key = (spec, *map(type, vars(spec).values()))
+        hash(key)
+    except TypeError:
+        return _build(spec)
+    return _built(key)
+
+
+@lru_cache(maxsize=4096)
+def _built(key: tuple[Any, ...]) -> _Plan:
+    return _build(key[0])
+
+
+def _build(spec: ScheduleSpec) -> _Plan:
     if not isinstance(spec, ScheduleSpec):
         raise TimingError("kind", "not a schedule")
     kind_text = _check_text(spec.kind, "kind")
