@@ -17,8 +17,8 @@ Keys (``<prefix>`` is ``REDBEAT_KEY_PREFIX``)::
 
 Writers: `record_due` (beat, per publish batch), `runs_recorded` (fire path and manual runs),
 `runs_skipped` (a run skipped at its launch), `attempts_recorded` (launch), `runs_finished` (every end of a
-run: its duration and the usage it reported), `beat_heartbeat` / the `beat_tick` decorator (beat, every
-tick). Credits and cost are sums of decimals (HINCRBYFLOAT), the other counters whole counts.
+run: its duration and the usage it reported), `beat_heartbeat` (beat, every tick, on the round trip of its
+peek at the schedule). Credits and cost are sums of decimals (HINCRBYFLOAT), the other counters whole counts.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Any, Protocol
 
 import redis
 from django.conf import settings
@@ -59,9 +59,6 @@ class RunRecord(Protocol):
     output_tokens: int | None
     cost: Decimal | None
 
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 #: Writes must never hold up a fire or a launch: a Redis that does not answer within this is skipped.
 WRITE_TIMEOUT_SECONDS = 0.5
@@ -299,9 +296,11 @@ def runs_finished(executions: Iterable[RunRecord]) -> None:
         transaction.on_commit(batch.send, robust=True)
 
 
-def beat_heartbeat(duration: float) -> None:
-    """Beat, every tick: the leader's identity, the wall time of this tick and how long it took. Wall time
-    (not the scheduler's clock): it is compared across hosts by /healthz and the status page."""
+def beat_heartbeat(duration: float, *, client: Any = None) -> None:
+    """Beat, every tick: the leader's identity, the wall time of this tick and how long a tick took. Wall
+    time (not the scheduler's clock): it is compared across hosts by /healthz and the status page. The beat
+    passes the pipeline of its tick's one round trip as `client`, so the heartbeat costs no round trip of
+    its own; a pipeline's errors surface where it is executed."""
     mapping: dict[FieldT, EncodableT] = {
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
@@ -309,23 +308,9 @@ def beat_heartbeat(duration: float) -> None:
         "tick_seconds": f"{duration:.6f}",
     }
     try:
-        write_client().hset(beat_key(), mapping=mapping)
+        (client if client is not None else write_client()).hset(beat_key(), mapping=mapping)
     except redis.RedisError as exc:
         logger.debug("metrics: heartbeat skipped (%s: %s)", type(exc).__name__, exc)
-
-
-def beat_tick(tick: Callable[P, R]) -> Callable[P, R]:
-    """Decorator for the beat scheduler's `tick`: a tick that returns writes the heartbeat. One that raises
-    (the lock was lost) does not, so a beat that cannot tick goes stale."""
-
-    @functools.wraps(tick)
-    def timed(*args: P.args, **kwargs: P.kwargs) -> R:
-        started = time.monotonic()
-        result = tick(*args, **kwargs)
-        beat_heartbeat(time.monotonic() - started)
-        return result
-
-    return timed
 
 
 # --- Reading ----------------------------------------------------------------------------------------------
