@@ -17,8 +17,9 @@ Keys (``<prefix>`` is ``REDBEAT_KEY_PREFIX``)::
 
 Writers: `record_due` (beat, per publish batch), `runs_recorded` (fire path and manual runs),
 `runs_skipped` (a run skipped at its launch), `attempts_recorded` (launch), `runs_finished` (every end of a
-run: its duration and the usage it reported), `beat_heartbeat` (beat, every tick, on the round trip of its
-peek at the schedule). Credits and cost are sums of decimals (HINCRBYFLOAT), the other counters whole counts.
+run: its duration and the usage it reported), the beat's heartbeat (every tick, in the script of its peek
+at the schedule; `beat_heartbeat` is the same write on its own). Credits and cost are sums of decimals
+(HINCRBYFLOAT), the other counters whole counts.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis
 from django.conf import settings
@@ -296,11 +297,16 @@ def runs_finished(executions: Iterable[RunRecord]) -> None:
         transaction.on_commit(batch.send, robust=True)
 
 
-def beat_heartbeat(duration: float, *, client: Any = None) -> None:
-    """Beat, every tick: the leader's identity, the wall time of this tick and how long a tick took. Wall
-    time (not the scheduler's clock): it is compared across hosts by /healthz and the status page. The beat
-    passes the pipeline of its tick's one round trip as `client`, so the heartbeat costs no round trip of
-    its own; a pipeline's errors surface where it is executed."""
+def heartbeat_identity() -> list[str]:
+    """The heartbeat's fields that name the beat (host, pid), as field, value, …"""
+    return ["host", socket.gethostname(), "pid", str(os.getpid())]
+
+
+def beat_heartbeat(duration: float) -> None:
+    """Beat, every tick: the leader's identity, the wall time of this tick and how long it took. Wall time
+    (not the scheduler's clock): it is compared across hosts by /healthz and the status page. The beat
+    writes the same fields (`heartbeat_identity`, tick_at, tick_seconds) to `beat_key()` in its tick's one
+    round trip (`schedules.beat.dispatch.PEEK_SCRIPT`); this is the same write on its own."""
     mapping: dict[FieldT, EncodableT] = {
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
@@ -308,7 +314,7 @@ def beat_heartbeat(duration: float, *, client: Any = None) -> None:
         "tick_seconds": f"{duration:.6f}",
     }
     try:
-        (client if client is not None else write_client()).hset(beat_key(), mapping=mapping)
+        write_client().hset(beat_key(), mapping=mapping)
     except redis.RedisError as exc:
         logger.debug("metrics: heartbeat skipped (%s: %s)", type(exc).__name__, exc)
 

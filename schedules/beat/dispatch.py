@@ -75,6 +75,14 @@ return out
 """
 
 
+#: An idle tick's one command. KEYS schedule, heartbeat; ARGV the heartbeat's fields and values. Returns the
+#: schedule's earliest member and its score (empty when the schedule is).
+PEEK_SCRIPT = """
+redis.call('HSET', KEYS[2], unpack(ARGV))
+return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+"""
+
+
 # --------------------------------------------------------------------------------------------------------
 # Publishing
 
@@ -206,27 +214,22 @@ class BeatPass:
         self.once = once or Once()
         self.reserve_delay = _test_reserve_delay()
 
-    def due_keys(
-        self, now: datetime, *, also: Callable[[Any], None] | None = None
-    ) -> tuple[list[str], float | None]:
+    def due_keys(self, now: datetime, *, heartbeat: Sequence[str] = ()) -> tuple[list[str], float | None]:
         """Due keys and the score of the next one not yet due: the whole idle cost of a tick. An idle tick
-        is one round trip carrying one command, the earliest member and its score (ZRANGE 0 0, O(log n)
-        and a one-element reply at any size), plus whatever `also` queues on the same pipeline (the beat's
-        heartbeat). Only when that member is due are the due keys themselves read."""
+        is one round trip carrying one command: the earliest member and its score (ZRANGE 0 0, O(log n) and
+        a one-element reply at any size) — with the beat's heartbeat (`heartbeat`: field, value, …), one
+        small script that writes it and peeks, no pipeline. Only when that member is due are the due keys
+        themselves read."""
         stamp = now.timestamp()
-        if also is None:
-            first = self.client.zrange(self.keys.schedule, 0, 0, withscores=True)
+        if heartbeat:
+            keys = [self.keys.schedule, self.keys.heartbeat]
+            script = registered_script(self.client, PEEK_SCRIPT)
+            first = script(keys=keys, args=heartbeat, client=self.client)
+            earliest = float(first[1]) if first else None
         else:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.zrange(self.keys.schedule, 0, 0, withscores=True)
-                also(pipe)
-                first = pipe.execute(raise_on_error=False)[0]  # what `also` queued must not fail the tick
-            if isinstance(first, Exception):
-                raise first
-        if not first:
-            return [], None
-        earliest = float(first[0][1])
-        if earliest > stamp:
+            peeked = self.client.zrange(self.keys.schedule, 0, 0, withscores=True)
+            earliest = float(peeked[0][1]) if peeked else None
+        if earliest is None or earliest > stamp:
             return [], earliest
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(self.keys.schedule, "-inf", stamp)

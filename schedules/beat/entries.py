@@ -88,6 +88,11 @@ class Keys:
         return f"{self.prefix}::layout"
 
     @property
+    def heartbeat(self) -> str:
+        """The leader's heartbeat (`toolkit.metrics.beat_key`: the same name, written by the beat's tick)."""
+        return f"{self.prefix}::beat"
+
+    @property
     def definitions(self) -> str:
         return f"{self.prefix}::defs"
 

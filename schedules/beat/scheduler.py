@@ -54,7 +54,11 @@ class TriggerScheduler(RedBeatScheduler):
     * `setup_schedule` is a no-op: RedBeat's runs on every beat, standbys included, before the lock is taken,
       and would write entries (even `celery.backend_cleanup`) behind the leader's back.
     * `tick` replaces RedBeat's: due keys come from one ZRANGEBYSCORE, and are loaded, reserved and published
-      in chunks by `BeatPass`. An idle tick is one round trip (plus a lock extension every lock_timeout/3).
+      in chunks by `BeatPass`. An idle tick is one round trip, the earliest score and the heartbeat (plus a
+      lock extension every lock_timeout/3).
+    * The lock is taken in the tick, never in RedBeat's blocking `beat_init` handler (`_lock_at_start`): a
+      standby sleeps until the held lock's expiry when that is sooner than its interval, and a new leader
+      logs the end of its first tick (`_first_tick_done`), the marker benchmarks/beat.py times takeovers by.
     * The lock is extended every lock_timeout/3 — also between the chunks of a long tick and of a reconcile,
       load phase included — so a herd never outlives it. A beat that finds the lock held by another (it was
       frozen or cut off past its timeout) stands by and takes the lock again when it is free; a Redis outage
@@ -84,6 +88,7 @@ class TriggerScheduler(RedBeatScheduler):
         self._tick_started = self._created
         self._tick_seconds: float | None = None
         self._standby_sleep = self._standby_interval()
+        self._identity = metrics.heartbeat_identity()
 
     def setup_schedule(self) -> None:
         return None
@@ -152,14 +157,14 @@ class TriggerScheduler(RedBeatScheduler):
             time.time(), took, since,
         )  # fmt: skip
 
-    def _heartbeat(self, pipe: Any) -> None:
-        """The heartbeat /healthz reads, queued on the tick's own round trip (`BeatPass.due_keys`) instead of
-        one of its own: the wall time now, and the duration of the last complete tick (of this one so far,
-        on the first)."""
+    def _heartbeat(self) -> list[str]:
+        """The heartbeat /healthz reads (`toolkit.metrics.beat_heartbeat`'s fields), written by the tick's own
+        round trip (`BeatPass.due_keys`) instead of one of its own: the wall time now, and the duration of
+        the last complete tick (of this one so far, on the first)."""
         duration = self._tick_seconds
         if duration is None:
             duration = time.monotonic() - self._tick_started
-        metrics.beat_heartbeat(duration, client=pipe)
+        return [*self._identity, "tick_at", f"{time.time():.3f}", "tick_seconds", f"{duration:.6f}"]
 
     def _hold_lock(self) -> bool:
         """Whether this beat leads now: it holds the lock (extended when due) or has just taken it. A beat
@@ -246,7 +251,7 @@ class TriggerScheduler(RedBeatScheduler):
         self._dispatching = True
         try:
             now = clock.now()
-            due, upcoming = self.beat_pass.due_keys(now, also=self._heartbeat)
+            due, upcoming = self.beat_pass.due_keys(now, heartbeat=self._heartbeat())
             if due and self.beat_pass.run(due, now).progressed:
                 return 0.0
         finally:
