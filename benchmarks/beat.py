@@ -722,6 +722,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--reconcile", type=sizes, default=[1000, 10_000, 100_000])
     parser.add_argument("--one-offs", type=sizes, default=[100_000], help="memory of a half one-off fleet")
     parser.add_argument("--spawned", type=sizes, default=[10_000], help="takeover and failover, real beats")
+    parser.add_argument(
+        "--spawned-peers", type=lambda text: set(text.split(",")), default={"stock RedBeat", "ours"}
+    )
     parser.add_argument("--stock-herd-limit", type=int, default=100_000, help="stock's largest herd")
     parser.add_argument("--fire-log", type=int, default=0, help="our herd of this size again, fire log on")
     args = parser.parse_args(argv)
@@ -758,6 +761,8 @@ def main(argv: list[str]) -> int:
         result["spawned"] = {"import_s": round(import_seconds(), 3) if args.spawned else None, "rows": []}
         for size in args.spawned:
             for peer in (Stock(bench), Ours(bench)):
+                if peer.name not in args.spawned_peers:
+                    continue
                 print(f"spawned {peer.name}: {size:,} …", flush=True)
                 figures = {"scheduler": peer.name, **measure_spawned(bench, peer, size, workdir)}
                 result["spawned"]["rows"].append(figures)
