@@ -10,7 +10,11 @@ For each size (default 1k, 10k and 100k entries; `--sizes 100000,1000000` for th
     actually reached the broker (counted in a throwaway broker database), bounded at 120 s;
 and, for ours, reconcile over real Trigger rows (`--reconcile`): rebuilding every entry into an empty Redis
 (and the memory per trigger that leaves, shared definitions included), a full pass that finds nothing to do,
-the steady changed-since pass, one audit slice, and from them the leader's steady repair cost per minute.
+the steady changed-since pass, one audit slice, and from them the leader's steady repair cost per minute;
+the memory per trigger of a fleet half one-offs (`--one-offs`); and with real spawned `celery beat`
+processes, as the Procfile starts them (`--spawned`, both schedulers): spawn to the end of a new leader's
+first tick, and `kill -9` of a leader to the end of its standby's first tick, beside the lock's TTL left at
+the kill (ours over as many Trigger rows, a canary among them due every second, the production audit on).
 
 Both run against one Redis: a private redis-server started for the run (BENCH_REDIS_URL names an existing
 one instead), on two database numbers (BENCH_REDIS_DB, default 14, for entries; BENCH_BROKER_DB, default 15,
@@ -24,6 +28,7 @@ benchmarks/results/beat-<date>.json and .md. Wall times on a shared 2-core machi
 at start and end is recorded next to them.
 
     python benchmarks/beat.py [--sizes 1000,10000,100000] [--herds 1000,10000] [--reconcile 1000,10000,100000]
+        [--one-offs 100000] [--spawned 10000] [--stock-herd-limit 100000] [--fire-log 10000]
 """
 
 from __future__ import annotations
@@ -31,12 +36,16 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import math
 import os
 import platform
+import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -304,7 +313,9 @@ class Ours:
 def measure_size(bench: Bench, peer: Any, size: int, herd: bool) -> dict[str, Any]:
     bench.flush()
     before = bench.used_memory()
+    started = time.perf_counter()
     peer.write(size, due=None)
+    write_seconds = time.perf_counter() - started
     figures: dict[str, Any] = {
         "entries": size,
         "bytes_per_entry": round((bench.used_memory() - before) / size),
@@ -315,8 +326,10 @@ def measure_size(bench: Bench, peer: Any, size: int, herd: bool) -> dict[str, An
     figures.update(bench.takeover(peer))
     if herd:
         bench.flush()
-        # Far enough ahead for the writes (and a warm-up tick) to finish before the herd falls due.
-        due = (datetime.now(UTC) + timedelta(seconds=3 + size / 10_000)).replace(microsecond=0)
+        # Far enough ahead for the writes (as long as the idle ones took, and then some) and a warm-up tick
+        # to finish before the herd falls due.
+        ahead = 3 + 1.3 * write_seconds
+        due = (datetime.now(UTC) + timedelta(seconds=ahead)).replace(microsecond=0)
         peer.write(size, due=due)
         scheduler = peer.scheduler()
         if datetime.now(UTC) >= due - timedelta(seconds=1):
@@ -329,6 +342,17 @@ def measure_size(bench: Bench, peer: Any, size: int, herd: bool) -> dict[str, An
     return figures
 
 
+def empty_triggers() -> None:
+    """The throwaway database's triggers gone at once: TRUNCATE, not the ORM's delete, which collects a
+    million rows' relations first (a quarter of an hour)."""
+    from django.db import connection
+
+    from schedules.models import Trigger
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"TRUNCATE {Trigger._meta.db_table} CASCADE")
+
+
 def measure_reconcile(bench: Bench, size: int) -> dict[str, Any]:
     """Database rows -> empty Redis (and what that costs in memory), then what the leader pays at rest."""
     from django.conf import settings
@@ -338,7 +362,7 @@ def measure_reconcile(bench: Bench, size: int) -> dict[str, Any]:
     from schedules.models import Trigger
 
     bench.flush()
-    Trigger.objects.all().delete()
+    empty_triggers()
     owner, _ = get_user_model().objects.get_or_create(username="bench")
     params = {"owner": owner.pk, "now": datetime.now(UTC)}
     with transaction.atomic(), connection.cursor() as cursor:
@@ -390,6 +414,213 @@ def measure_reconcile(bench: Bench, size: int) -> dict[str, Any]:
     }
 
 
+#: One-off mix: every other row a one-off, each at its own run_at (from a day ahead, a second apart).
+ONE_OFF_COLUMNS = {
+    **TRIGGER_COLUMNS,
+    "kind": "CASE WHEN g % 2 = 0 THEN 'once' ELSE 'cron' END",
+    "cron_expression": "CASE WHEN g % 2 = 0 THEN '' ELSE (ARRAY['*/5 * * * *', '0 * * * *', '30 9 * * 1-5', "
+    "'0 0 1 * *'])[1 + g % 4] END",
+    "run_at": "CASE WHEN g % 2 = 0 THEN %(now)s + interval '1 day' + g * interval '1 second' END",
+}
+
+
+def measure_one_offs(bench: Bench, size: int) -> dict[str, Any]:
+    """Memory per trigger of a fleet half one-offs (each its own run_at), rebuilt from rows into an empty
+    Redis: a one-off's run_at is its entry's slot, so one-offs share definitions as cron triggers do."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection, transaction
+
+    from schedules.models import Trigger
+
+    bench.flush()
+    empty_triggers()
+    owner, _ = get_user_model().objects.get_or_create(username="bench")
+    params = {"owner": owner.pk, "now": datetime.now(UTC)}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        seed_table(cursor, Trigger, ONE_OFF_COLUMNS, size, params)
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {Trigger._meta.db_table}")  # else each keyset page may scan the table
+    before = bench.used_memory()
+    started = time.perf_counter()
+    report = bench.repair.reconcile(app=bench.app)
+    figures = {
+        "rows": size,
+        "one_offs": size // 2,
+        "rebuild_seconds": round(time.perf_counter() - started, 3),
+        "added": len(report.added),
+        "bytes_per_trigger": round((bench.used_memory() - before) / size),
+        "definitions": bench.redis.hlen(bench.keys.definitions),
+    }
+    bench.flush()
+    return figures
+
+
+# --- Spawned beats: takeover and failover as the Procfile starts them ---------------------------------------
+
+#: Spawned-beat rows: nothing falls due during a run but a canary (g = 1) due every second, so a new leader's
+#: first tick is a takeover, not a herd, and its first fire is observable. Four yearly shapes in three zones.
+SPAWNED_COLUMNS = {
+    **TRIGGER_COLUMNS,
+    "cron_expression": "CASE WHEN g = 1 THEN '* * * * * *' ELSE (ARRAY['0 0 1 1 *', '0 12 1 7 *', "
+    "'30 6 15 3 *', '45 18 2 10 *'])[1 + g % 4] END",
+}
+#: Ours: the marker `TriggerScheduler` logs when a new leader's first tick ends (its wall time inside).
+OUR_FIRST_TICK = re.compile(r"beat: first tick as leader done at ([\d.]+)")
+#: Stock: Celery's DEBUG line after every tick, after RedBeat's "Acquired lock" (log time, milliseconds).
+STOCK_ACQUIRED = re.compile(r"^\[([\d-]+ [\d:,]+): INFO/[\w-]+\] beat: Acquired lock", re.M)
+STOCK_TICKED = re.compile(r"^\[([\d-]+ [\d:,]+): DEBUG/[\w-]+\] beat: Waking up", re.M)
+IMPORTS = (
+    "import django; django.setup(); import celery.bin.celery, celery.apps.beat; "
+    "from scheduler_project.celery import app; import schedules.beat.scheduler, redbeat.schedulers"
+)
+
+
+class Beat:
+    """One `celery -A scheduler_project beat` process, started the way the Procfile starts it (its own
+    session, output to a log file), and its log read back."""
+
+    def __init__(self, workdir: Path, name: str, scheduler: str, level: str) -> None:
+        self.log_path = workdir / f"{name}.log"
+        celery = Path(sys.executable).with_name("celery")
+        command = [str(celery), "-A", "scheduler_project", "beat", "-S", scheduler, f"--loglevel={level}"]
+        env = {**os.environ, "LOG_LEVEL": level, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        env.pop("SCHEDULER_AUDIT_BUDGET", None)  # rows match entries here: the production audit runs
+        with self.log_path.open("wb") as log:
+            self.spawned = time.time()
+            self.proc = subprocess.Popen(
+                command, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def _log_time(stamp: str) -> float:
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()  # noqa: DTZ007 - the log's local time
+
+
+def first_tick_end(beat: Beat, stock: bool, after: float = 0.0) -> float | None:
+    """Wall time at which `beat`'s first tick as leader (the first after `after`) ended, or None yet."""
+    text = beat.log()
+    if not stock:
+        found = [float(t) for t in OUR_FIRST_TICK.findall(text)]
+        return next((t for t in found if t > after), None)
+    acquired = [_log_time(m.group(1)) for m in STOCK_ACQUIRED.finditer(text)]
+    since = next((t for t in acquired if t > after - 0.001), None)
+    if since is None:
+        return None
+    return next(
+        (_log_time(m.group(1)) for m in STOCK_TICKED.finditer(text) if _log_time(m.group(1)) >= since), None
+    )
+
+
+def wait(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def import_seconds(rounds: int = 3) -> float:
+    """What a beat pays before any scheduler code runs: a fresh interpreter importing Django (set up),
+    Celery's command line and beat, the app and both schedulers; the median of a few, spawn to exit."""
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        subprocess.run([sys.executable, "-c", IMPORTS], cwd=ROOT, env=env, check=True)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def seed_spawned(bench: Bench, size: int) -> float:
+    """`size` Trigger rows (the canary first) and their entries built by the full reconcile, as a fleet that
+    has been running: `built` and the watermark set. Returns the seconds the rebuild took."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection, transaction
+
+    from schedules.models import Trigger
+
+    bench.flush()
+    empty_triggers()
+    owner, _ = get_user_model().objects.get_or_create(username="bench")
+    params = {"owner": owner.pk, "now": datetime.now(UTC)}
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        seed_table(cursor, Trigger, SPAWNED_COLUMNS, size, params)
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM ANALYZE {Trigger._meta.db_table}")
+    started = time.perf_counter()
+    bench.repair.reconcile(app=bench.app)
+    return time.perf_counter() - started
+
+
+def measure_spawned(bench: Bench, peer: Any, size: int, workdir: Path) -> dict[str, Any]:
+    """Real `celery beat` processes on `size` entries (ours: over as many rows, with the production audit).
+
+    * takeover: one beat spawned with the lock free; spawn -> the end of its first tick as leader.
+    * failover: a leader and a standby; `kill -9` of the leader once the standby runs; kill -> the end of
+      the standby's first tick as leader (for ours: the canary's slot fired in it), beside the lock's
+      remaining TTL at the kill, which no standby can beat."""
+    stock = isinstance(peer, Stock)
+    scheduler = "redbeat.RedBeatScheduler" if stock else "schedules.beat.scheduler:TriggerScheduler"
+    level = "DEBUG" if stock else "INFO"
+    figures: dict[str, Any] = {"entries": size}
+    if stock:
+        bench.flush()
+        peer.write(size, due=None)
+    else:
+        figures["rebuild_s"] = round(seed_spawned(bench, size), 1)
+    beats: list[Beat] = []
+    try:
+        leader = Beat(workdir, f"{'stock' if stock else 'ours'}-a", scheduler, level)
+        beats.append(leader)
+        ended = wait(lambda: first_tick_end(leader, stock), 120, "the first beat's first tick")
+        figures["spawn_to_first_tick_s"] = round(ended - leader.spawned, 3)
+        if not stock:
+            found = re.search(r"first tick as leader done at [\d.]+: ([\d.]+) s after taking the lock, "
+                              r"([\d.]+) s after the scheduler was created", leader.log())  # fmt: skip
+            assert found is not None
+            figures["lock_to_first_tick_s"] = float(found.group(1))
+            figures["created_to_first_tick_s"] = float(found.group(2))
+        standby = Beat(workdir, f"{'stock' if stock else 'ours'}-b", scheduler, level)
+        beats.append(standby)
+        wait(lambda: "beat: Starting" in standby.log(), 60, "the standby to start")
+        time.sleep(3 + (time.time() % 7))  # the standby settled, and the kill at no particular point
+        ttl = bench.redis.pttl(bench.keys.lock) / 1000
+        killed = time.time()
+        os.killpg(leader.proc.pid, signal.SIGKILL)
+        leader.proc.wait(timeout=10)
+        lock_timeout = float(os.environ["REDBEAT_LOCK_TIMEOUT"])
+        took_over = wait(lambda: first_tick_end(standby, stock, after=killed), lock_timeout + 30, "failover")
+        figures["failover_s"] = round(took_over - killed, 3)
+        figures["failover_lock_ttl_s"] = round(ttl, 3)
+        figures["failover_target_s"] = lock_timeout + 1
+        if not stock:  # the canary's next slot moved past the takeover: the new leader fired its due slot
+            canary = bench.keys.entry(uuid.UUID(hashlib.md5(b"t1").hexdigest()))  # noqa: S324 - as SQL's md5
+            slot = int(bench.redis.hget(canary, bench.entries.NEXT_SLOT) or 0) / 1e6
+            figures["failover_fired"] = slot > took_over - 1
+    finally:
+        for beat in beats:
+            beat.stop()
+    bench.flush()
+    return figures
+
+
 # --- Report -----------------------------------------------------------------------------------------------
 
 
@@ -425,6 +656,39 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {f['changed_pass_seconds']} | {f['audit_slice_seconds']} | {f['audit_round_minutes']} "
             f"| {f['repair_cpu_s_per_minute']} ({f['repair_core_percent']}%) |"
         )
+    if result.get("one_offs"):
+        lines += [
+            "",
+            "| one-off mix (ours) | rows | of which one-offs | rebuild (s) | bytes/trigger (definitions) |",
+            "|---|---:|---:|---:|---:|",
+            *(
+                f"| | {f['rows']:,} | {f['one_offs']:,} | {f['rebuild_seconds']} "
+                f"| {f['bytes_per_trigger']} ({f['definitions']}) |"
+                for f in result["one_offs"]
+            ),
+        ]
+    spawned = result.get("spawned") or {"rows": []}
+    if spawned["rows"]:
+        lines += [
+            "",
+            "| spawned `celery beat` | entries | spawn → end of first tick (s) "
+            "| of which lock → first tick end (s) | kill -9 → standby's first tick end (s) "
+            "| lock TTL left at the kill (s) | target (lock timeout + 1 s) | standby fired |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for f in spawned["rows"]:
+            fired = {True: "yes", False: "NO"}.get(f.get("failover_fired"), "-")  # type: ignore[call-overload]
+            lines.append(
+                f"| {f['scheduler']} | {f['entries']:,} | {f['spawn_to_first_tick_s']} "
+                f"| {f.get('lock_to_first_tick_s', '-')} | {f['failover_s']} | {f['failover_lock_ttl_s']} "
+                f"| {f['failover_target_s']} | {fired} |"
+            )
+        lines += [
+            "",
+            "Import alone (a fresh interpreter: Django set up, Celery beat, the app, both schedulers; spawn "
+            "→ "
+            f"exit, median of 3): {spawned['import_s']} s.",
+        ]
     lines += ["", *[f"- {note}" for note in result["notes"]], ""]
     return "\n".join(lines)
 
@@ -456,32 +720,53 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sizes", type=sizes, default=[1000, 10_000, 100_000])
     parser.add_argument("--herds", type=sizes, default=[1000, 10_000])
     parser.add_argument("--reconcile", type=sizes, default=[1000, 10_000, 100_000])
-    parser.add_argument("--fire-log", action="store_true", help="our largest herd again with the fire log on")
+    parser.add_argument("--one-offs", type=sizes, default=[100_000], help="memory of a half one-off fleet")
+    parser.add_argument("--spawned", type=sizes, default=[10_000], help="takeover and failover, real beats")
+    parser.add_argument(
+        "--spawned-peers", type=lambda text: set(text.split(",")), default={"stock RedBeat", "ours"}
+    )
+    parser.add_argument("--stock-herd-limit", type=int, default=100_000, help="stock's largest herd")
+    parser.add_argument("--fire-log", type=int, default=0, help="our herd of this size again, fire log on")
     args = parser.parse_args(argv)
     load_start = load_average()
-    with environment() as (urls, _workdir):
+    with environment() as (urls, workdir):
         import django
 
         django.setup()
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
-        logging.getLogger().setLevel(logging.WARNING)  # no per-fire INFO line: it is measured apart below
+        logging.getLogger().setLevel(logging.WARNING)  # no fire log: it is measured apart (--fire-log)
         bench = Bench(urls)
         result: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "schedulers": {}}
         for peer in (Stock(bench), Ours(bench)):
             rows = []
             for size in args.sizes:
                 print(f"{peer.name}: {size:,} entries …", flush=True)
-                rows.append(measure_size(bench, peer, size, herd=size in args.herds))
+                herd = size in args.herds and (peer.name == "ours" or size <= args.stock_herd_limit)
+                rows.append(measure_size(bench, peer, size, herd=herd))
                 print(f"  {rows[-1]}", flush=True)
             result["schedulers"][peer.name] = rows
-        logged = _herd_with_fire_log(bench, max(args.herds, default=0) if args.fire_log else 0)
+        logged = _herd_with_fire_log(bench, args.fire_log)
         result["reconcile"] = []
         for size in args.reconcile:
             print(f"reconcile: {size:,} rows …", flush=True)
             result["reconcile"].append(measure_reconcile(bench, size))
             print(f"  {result['reconcile'][-1]}", flush=True)
+        result["one_offs"] = []
+        for size in args.one_offs:
+            print(f"one-off mix: {size:,} rows …", flush=True)
+            result["one_offs"].append(measure_one_offs(bench, size))
+            print(f"  {result['one_offs'][-1]}", flush=True)
+        result["spawned"] = {"import_s": round(import_seconds(), 3) if args.spawned else None, "rows": []}
+        for size in args.spawned:
+            for peer in (Stock(bench), Ours(bench)):
+                if peer.name not in args.spawned_peers:
+                    continue
+                print(f"spawned {peer.name}: {size:,} …", flush=True)
+                figures = {"scheduler": peer.name, **measure_spawned(bench, peer, size, workdir)}
+                result["spawned"]["rows"].append(figures)
+                print(f"  {figures}", flush=True)
         redis_version = bench.redis.info("server")["redis_version"]
     result["host"] = {
         "cpus": os.cpu_count(),
@@ -497,13 +782,19 @@ def main(argv: list[str]) -> int:
         "CELERY_TASK_SEND_SENT_EVENT); ours sends one Celery-built executions.fire_batch message per "
         "SCHEDULER_FIRE_BATCH_SIZE fires through one producer and no task-sent event; `published` counts "
         "fires either way.",
-        f"Herd figures are without the per-fire INFO log line; with it (to /dev/null) ours took {logged}.",
+        "Herd figures are without the fire log; with its INFO line per published batch (to /dev/null) ours "
+        f"took {logged}.",
         "Reconcile rows are real Trigger rows in a throwaway PostgreSQL database (loaded server-side), five "
         "cron shapes in three zones; the herd, idle and takeover figures use entries only, written in each "
         "scheduler's format. Steady repair per minute = the changed-since pass once per "
         "SCHEDULER_RECONCILE_SECONDS plus the audit at its budget (BENCH_AUDIT_BUDGET, default 0.02).",
-        "Takeover is in-process: scheduler object, lock, first tick (ours: the repair of what changed since "
-        "the watermark); a real `celery beat` adds its interpreter and Django start-up.",
+        "Takeover (first table) is in-process: scheduler object, lock, first tick (ours: the repair of what "
+        "changed since the watermark). The spawned table uses real `celery -A scheduler_project beat` "
+        "processes, lock timeout REDBEAT_LOCK_TIMEOUT=30: the end of a first tick is ours's log marker "
+        "`beat: first tick as leader done at <unix time>`, and for stock Celery's DEBUG `beat: Waking up` "
+        "after RedBeat's `beat: Acquired lock` (millisecond log time). A kill -9 can never be followed "
+        "sooner than the lock's TTL left at the kill; stock's standby polls the lock every loop interval (1 "
+        "s) in beat_init, ours sleeps until the lock's expiry.",
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = RESULTS / f"beat-{datetime.now(UTC):%Y-%m-%d}"
@@ -515,7 +806,8 @@ def main(argv: list[str]) -> int:
 
 
 def _herd_with_fire_log(bench: Bench, size: int) -> str:
-    """Our herd once more with the per-fire INFO line on (to /dev/null), to show what the log costs."""
+    """Our herd once more with the fire log at INFO (a line per published batch, to /dev/null), to show
+    what the log costs."""
     if not size:
         return "n/a"
     fires = logging.getLogger("schedules.beat.fires")

@@ -394,7 +394,7 @@ def main() -> None:
         with fleet(env, log_dir):
             wait_workers(app, ("worker", "launcher"))
             for n in sizes:
-                lead = args.lead or max(15.0, n / 2000)
+                lead = args.lead or max(15.0, n / 1000)  # seeding 100k rows and their entries takes ~50 s
                 result = herd(app, n, lead=lead, timeout=args.timeout, retrying=args.retrying)
                 report["herds"].append(result)
                 print(json.dumps(result), flush=True)

@@ -442,6 +442,13 @@ LOGGING = {
     "loggers": {"django": {"handlers": [], "level": LOG_LEVEL, "propagate": True}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }
+#: Levels of single loggers over LOG_LEVEL, comma-separated `name=LEVEL`: e.g.
+#: `LOG_LEVELS=schedules.beat.fires=DEBUG` for the beat's line per fire (it logs one per batch at INFO).
+for _name, _, _level in (part.partition("=") for part in os.environ.get("LOG_LEVELS", "").split(",")):
+    if _name.strip():
+        if not _level.strip():
+            raise ImproperlyConfigured(f"LOG_LEVELS: expected name=LEVEL, got {_name!r}")
+        LOGGING["loggers"][_name.strip()] = {"level": _level.strip().upper(), "propagate": True}  # type: ignore[index]
 
 # --- Operations -------------------------------------------------------------------------------------------
 # Metrics, health, fleet status and shutdown (operations/metrics.py, health.py, status.py,

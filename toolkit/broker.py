@@ -210,6 +210,7 @@ class BrokerLayout:
 
     sep: str
     priority_steps: tuple[int, ...]
+    unacked: str = "unacked"
 
     @classmethod
     def of_app(cls) -> BrokerLayout:
@@ -220,6 +221,7 @@ class BrokerLayout:
         return cls(
             sep=options.get("sep", Channel.sep),
             priority_steps=tuple(sorted(options.get("priority_steps", PRIORITY_STEPS))),
+            unacked=options.get("unacked_key", Channel.unacked_key),
         )
 
     def list_key(self, queue: str, priority: int) -> str:
@@ -238,6 +240,31 @@ def queue_lengths(client: redis.Redis, queues: Iterable[str]) -> dict[str, dict[
     for (queue, priority), length in zip(pairs, lengths, strict=True):
         result.setdefault(queue, {})[priority] = int(length)
     return result
+
+
+def messages_in_flight(client: redis.Redis, queue: str) -> int:
+    """Messages of `queue` not yet done with: waiting in its priority lists, or delivered to a worker and not
+    acknowledged. With late acks (the project's setting) a message is acknowledged after its task returned,
+    so a message of the fire queue in neither place has been recorded (or given up) already. The unacked
+    hash holds every queue's deliveries, each as JSON [message, exchange, routing key]; only this queue's
+    count. One pipeline, plus a read of the unacked hash when nothing is waiting (a worker holds at most a
+    few messages: a prefetch of one per process)."""
+    layout = BrokerLayout.of_app()
+    with client.pipeline(transaction=False) as pipe:
+        for priority in layout.priority_steps:
+            pipe.llen(layout.list_key(queue, priority))
+        waiting = sum(int(length) for length in pipe.execute())
+    if waiting:
+        return waiting
+    delivered = 0
+    for raw in client.hvals(layout.unacked):
+        try:
+            routing_key = json.loads(raw)[2]
+        except (ValueError, TypeError, IndexError, KeyError):
+            delivered += 1  # unreadable: counted, so an unknown message never passes for a settled queue
+            continue
+        delivered += routing_key == queue
+    return delivered
 
 
 def wait_while_draining(

@@ -17,8 +17,9 @@ Keys (``<prefix>`` is ``REDBEAT_KEY_PREFIX``)::
 
 Writers: `record_due` (beat, per publish batch), `runs_recorded` (fire path and manual runs),
 `runs_skipped` (a run skipped at its launch), `attempts_recorded` (launch), `runs_finished` (every end of a
-run: its duration and the usage it reported), `beat_heartbeat` / the `beat_tick` decorator (beat, every
-tick). Credits and cost are sums of decimals (HINCRBYFLOAT), the other counters whole counts.
+run: its duration and the usage it reported), the beat's heartbeat (every tick, in the script of its peek
+at the schedule; `beat_heartbeat` is the same write on its own). Credits and cost are sums of decimals
+(HINCRBYFLOAT), the other counters whole counts.
 """
 
 from __future__ import annotations
@@ -29,11 +30,11 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Protocol
 
 import redis
 from django.conf import settings
@@ -59,9 +60,6 @@ class RunRecord(Protocol):
     output_tokens: int | None
     cost: Decimal | None
 
-
-P = ParamSpec("P")
-R = TypeVar("R")
 
 #: Writes must never hold up a fire or a launch: a Redis that does not answer within this is skipped.
 WRITE_TIMEOUT_SECONDS = 0.5
@@ -299,9 +297,16 @@ def runs_finished(executions: Iterable[RunRecord]) -> None:
         transaction.on_commit(batch.send, robust=True)
 
 
+def heartbeat_identity() -> list[str]:
+    """The heartbeat's fields that name the beat (host, pid), as field, value, …"""
+    return ["host", socket.gethostname(), "pid", str(os.getpid())]
+
+
 def beat_heartbeat(duration: float) -> None:
     """Beat, every tick: the leader's identity, the wall time of this tick and how long it took. Wall time
-    (not the scheduler's clock): it is compared across hosts by /healthz and the status page."""
+    (not the scheduler's clock): it is compared across hosts by /healthz and the status page. The beat
+    writes the same fields (`heartbeat_identity`, tick_at, tick_seconds) to `beat_key()` in its tick's one
+    round trip (`schedules.beat.dispatch.PEEK_SCRIPT`); this is the same write on its own."""
     mapping: dict[FieldT, EncodableT] = {
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
@@ -312,20 +317,6 @@ def beat_heartbeat(duration: float) -> None:
         write_client().hset(beat_key(), mapping=mapping)
     except redis.RedisError as exc:
         logger.debug("metrics: heartbeat skipped (%s: %s)", type(exc).__name__, exc)
-
-
-def beat_tick(tick: Callable[P, R]) -> Callable[P, R]:
-    """Decorator for the beat scheduler's `tick`: a tick that returns writes the heartbeat. One that raises
-    (the lock was lost) does not, so a beat that cannot tick goes stale."""
-
-    @functools.wraps(tick)
-    def timed(*args: P.args, **kwargs: P.kwargs) -> R:
-        started = time.monotonic()
-        result = tick(*args, **kwargs)
-        beat_heartbeat(time.monotonic() - started)
-        return result
-
-    return timed
 
 
 # --- Reading ----------------------------------------------------------------------------------------------

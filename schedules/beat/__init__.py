@@ -24,7 +24,9 @@ hash tag, so every key below, and so every multi-key script, is in one slot)::
         c   microseconds: the last missed slot reconcile sent, so each is sent once
     <prefix>::defs           hash    definition id (64 bits of a hash of the text) -> JSON {<ScheduleSpec
                                      fields>, "jitter_seconds": n, "priority": 0|3|6|9}: stored once however
-                                     many triggers share it (same expression, zone, jitter and priority)
+                                     many triggers share it (same expression, zone, jitter and priority).
+                                     A one-off's run_at is not in it (its entry's next slot is its run_at),
+                                     so one-offs share definitions too
     <prefix>::refs           hash    definition id -> entries referring to it; the write script keeps it
                                      and removes a definition with its last entry
     <prefix>::layout         string  "2"; any other value (or none) makes the leader rebuild every entry,

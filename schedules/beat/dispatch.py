@@ -32,7 +32,10 @@ from schedules.beat.entries import (
 # The pure policy module (no Django, no Celery) is the one table of broker priorities for fires and launches.
 from toolkit import broker, metrics
 
-#: One INFO line per published fire, on its own logger so an operator can silence it without losing the rest.
+#: What the beat published, on its own logger so an operator can silence it without losing the rest: one
+#: INFO line per published batch (count, first and last fire), one DEBUG line per fire
+#: (LOG_LEVELS=schedules.beat.fires=DEBUG). A line per fire at INFO cost a herd of 100k as many lines of the
+#: beat's CPU.
 fires_logger = logging.getLogger("schedules.beat.fires")
 
 logger = logging.getLogger(__name__)
@@ -69,6 +72,14 @@ for i = 3, #KEYS do
   end
 end
 return out
+"""
+
+
+#: An idle tick's one command. KEYS schedule, heartbeat; ARGV the heartbeat's fields and values. Returns the
+#: schedule's earliest member and its score (empty when the schedule is).
+PEEK_SCRIPT = """
+redis.call('HSET', KEYS[2], unpack(ARGV))
+return redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 """
 
 
@@ -113,8 +124,15 @@ def publish(app: Celery, fires: Sequence[Fire], *, producer: Any = None) -> int:
     broker.publish_batch(app, FIRE_BATCH_TASK, messages, producer=producer, batch_size=CHUNK_SIZE)
     metrics.record_due(len(fires))
     if fires_logger.isEnabledFor(logging.INFO):
+        first, last = fires[0], fires[-1]
+        fires_logger.info(
+            "published %d fires: first trigger=%s slot=%s origin=%s, last trigger=%s slot=%s origin=%s",
+            len(fires), first.trigger_id, iso(first.slot), first.origin,
+            last.trigger_id, iso(last.slot), last.origin,
+        )  # fmt: skip
+    if fires_logger.isEnabledFor(logging.DEBUG):
         for fire in fires:
-            fires_logger.info(
+            fires_logger.debug(
                 "fire trigger=%s slot=%s origin=%s", fire.trigger_id, iso(fire.slot), fire.origin
             )
     return len(fires)
@@ -196,9 +214,23 @@ class BeatPass:
         self.once = once or Once()
         self.reserve_delay = _test_reserve_delay()
 
-    def due_keys(self, now: datetime) -> tuple[list[str], float | None]:
-        """Due keys and the score of the next one not yet due: the whole idle cost of a tick."""
+    def due_keys(self, now: datetime, *, heartbeat: Sequence[str] = ()) -> tuple[list[str], float | None]:
+        """Due keys and the score of the next one not yet due: the whole idle cost of a tick. An idle tick
+        is one round trip carrying one command: the earliest member and its score (ZRANGE 0 0, O(log n) and
+        a one-element reply at any size) — with the beat's heartbeat (`heartbeat`: field, value, …), one
+        small script that writes it and peeks, no pipeline. Only when that member is due are the due keys
+        themselves read."""
         stamp = now.timestamp()
+        if heartbeat:
+            keys = [self.keys.schedule, self.keys.heartbeat]
+            script = registered_script(self.client, PEEK_SCRIPT)
+            first = script(keys=keys, args=heartbeat, client=self.client)
+            earliest = float(first[1]) if first else None
+        else:
+            peeked = self.client.zrange(self.keys.schedule, 0, 0, withscores=True)
+            earliest = float(peeked[0][1]) if peeked else None
+        if earliest is None or earliest > stamp:
+            return [], earliest
         with self.client.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(self.keys.schedule, "-inf", stamp)
             pipe.zrangebyscore(self.keys.schedule, f"({stamp}", "+inf", start=0, num=1, withscores=True)

@@ -4,6 +4,7 @@ back (one Lua script per chunk) into `Observed` values and RedBeat `TriggerEntry
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -85,6 +86,11 @@ class Keys:
     @property
     def layout(self) -> str:
         return f"{self.prefix}::layout"
+
+    @property
+    def heartbeat(self) -> str:
+        """The leader's heartbeat (`toolkit.metrics.beat_key`: the same name, written by the beat's tick)."""
+        return f"{self.prefix}::beat"
 
     @property
     def definitions(self) -> str:
@@ -253,12 +259,13 @@ class EntryDefinition:
     def encoded(self) -> str:
         """The shared part as stored in `<prefix>::defs`: schedule, jitter and priority, compact and
         key-sorted so equal definitions are equal bytes. No trigger id: triggers on the same expression,
-        zone, jitter and priority share one copy."""
-        document = {
-            **_spec_to_json(self.spec),
-            "jitter_seconds": self.jitter_seconds,
-            "priority": self.priority,
-        }
+        zone, jitter and priority share one copy. No run_at either: a one-off's only slot is its run_at,
+        which its entry holds as its next slot (`from_json` puts it back), so a million one-offs share a
+        handful of definitions instead of owning one each."""
+        spec = _spec_to_json(self.spec)
+        if self.spec.kind == "once":
+            spec.pop("run_at", None)
+        document = {**spec, "jitter_seconds": self.jitter_seconds, "priority": self.priority}
         return json.dumps(document, separators=(",", ":"), sort_keys=True)
 
     @cached_property
@@ -267,9 +274,15 @@ class EntryDefinition:
         return hashlib.blake2b(self.encoded.encode(), digest_size=8).hexdigest()
 
     @classmethod
-    def from_json(cls, trigger_id: str, raw: str) -> EntryDefinition:
-        """Every way a definition can be wrong becomes CorruptEntry (a KeyError)."""
-        return cls(trigger_id, *_parse_definition(raw))
+    def from_json(cls, trigger_id: str, raw: str, slot: datetime | None = None) -> EntryDefinition:
+        """Every way a definition can be wrong becomes CorruptEntry (a KeyError). `slot` is the entry's next
+        slot: a one-off's run_at (see `encoded`); a one-off without either is corrupt."""
+        spec, jitter, priority = _parse_definition(raw)
+        if spec.kind == "once" and spec.run_at is None:
+            if slot is None:
+                raise CorruptEntry("a one-off's definition without a slot to run at")
+            spec = dataclasses.replace(spec, run_at=slot)
+        return cls(trigger_id, spec, jitter, priority)
 
     def fire_at(self, slot: datetime) -> datetime:
         return slot + timing.jitter_offset(self.trigger_id, slot, self.jitter_seconds)
@@ -526,8 +539,8 @@ class TriggerEntry(RedBeatSchedulerEntry):
             raise CorruptEntry("missing definition, next_slot or fire_at")
         if observed.definition_raw is None:
             raise CorruptEntry(f"definition {observed.definition_ref} is not in {keys.definitions}")
-        definition = EntryDefinition.from_json(str(trigger_id), observed.definition_raw)
         slot = parse_epoch(observed.next_slot_raw, "next_slot")
+        definition = EntryDefinition.from_json(str(trigger_id), observed.definition_raw, slot)
         fire_at = parse_epoch(observed.fire_at_raw, "fire_at")
         return cls(
             key=observed.key, definition=definition, slot=slot, fire_at=fire_at, observed=observed, app=app

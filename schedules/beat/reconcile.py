@@ -4,6 +4,7 @@ over what changed since a watermark (`reconcile_changed`) and the slow audit in 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import math
@@ -16,6 +17,7 @@ from typing import Any
 
 import redis
 from celery import Celery
+from django.conf import settings
 
 from schedules import timing
 from schedules.beat import dispatch
@@ -39,7 +41,7 @@ from schedules.beat.sync import WRITE_SCRIPT, Desired, SlotMemo, apply_writes, d
 from schedules.models import Trigger
 
 # The pure policy module (no Django, no Celery) is the one table of broker priorities for fires and launches.
-from toolkit import clock
+from toolkit import broker, clock, redisurl
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,8 @@ class ReconcileReport:
     corrected: list[str] = field(default_factory=list)
     catchup: list[Fire] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: Missed slots found while fires may still be in flight (`fires_settled`): left for a later pass.
+    deferred: int = 0
 
     @property
     def changed(self) -> bool:
@@ -75,6 +79,8 @@ class ReconcileReport:
             f"{len(self.added)} added, {len(self.removed)} removed, {len(self.corrected)} corrected, "
             f"{len(self.catchup)} missed slots sent to catch-up, {len(self.failed)} failed"
         )
+        if self.deferred:
+            counts += f", {self.deferred} missed slots deferred while fires were in flight"
         lines = [f"reconcile{' (dry run: nothing written or sent)' if self.dry_run else ''}: {counts}"]
         named = (
             ("added", self.added),
@@ -106,6 +112,32 @@ _RECONCILE_FIELDS = (
     "timezone", "start_at", "end_at", "max_runs", "jitter_seconds", "priority", "run_count", "last_slot",
     "resumed_at", "schedule_changed_at", "created_at", "misfire_grace_seconds", "catchup_window_seconds",
 )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=4)
+def _broker(url: str) -> redis.Redis:
+    return redisurl.connect(
+        url, master=settings.REDIS_SENTINEL_MASTER, socket_connect_timeout=2, socket_timeout=2
+    )
+
+
+def fires_settled() -> bool:
+    """Whether no fire is in flight: none waiting in the fire queue, none delivered to a worker and not yet
+    acknowledged (`toolkit.broker.messages_in_flight`; acks are late, after the fire is recorded).
+
+    A slot counts as missed when its fire_at plus grace has passed and the row does not record it. During a
+    herd that outlasts the grace, the row is stale because the fire is still queued, not because it was
+    lost: sending it to catch-up then is a duplicate (the unique (trigger, slot) execution absorbs it, at
+    the cost of a fire message each; 1,000 of them once in a 100k herd). So every pass checks this before
+    it reads its rows, and sends missed slots only when it holds: every fire published before the check
+    was then recorded before the rows were read. Otherwise the slots are deferred (not marked as sent) to a
+    later pass. A broker that cannot be read counts as not settled."""
+    try:
+        client = _broker(settings.CELERY_BROKER_URL)
+        return broker.messages_in_flight(client, settings.SCHEDULER_FIRE_QUEUE) == 0
+    except redis.RedisError as exc:
+        logger.warning("reconcile: cannot read the fire queue (%s); missed slots wait", exc)
+        return False
 
 
 def _active_triggers(chunk_size: int) -> Iterator[list[Trigger]]:
@@ -180,9 +212,11 @@ def reconcile(
         _drop_legacy_entries(client, keys)
     started = clock.now()
     memo = SlotMemo()
+    settled = fires_settled()  # before each page's rows are read (the generator reads the next page)
     for page in _active_triggers(chunk_size):
         pause()
-        _reconcile_page(app, client, keys, page, report, memo, producer)
+        _reconcile_page(app, client, keys, page, report, memo, producer, settled=settled)
+        settled = fires_settled()
     # Then every entry key and schedule member, a chunk at a time, against the database: no set of every
     # key in memory, so the beat's memory stays flat in the number of triggers.
     on_redis = itertools.chain(
@@ -234,8 +268,9 @@ def reconcile_changed(
     for start in range(0, len(changed), chunk_size):
         pause()
         chunk = changed[start : start + chunk_size]
+        settled = fires_settled()
         active = list(Trigger.objects.active().filter(pk__in=chunk).order_by("pk").only(*_RECONCILE_FIELDS))
-        _reconcile_page(app, client, keys, active, report, memo, producer)
+        _reconcile_page(app, client, keys, active, report, memo, producer, settled=settled)
         gone = sorted(set(chunk) - {t.pk for t in active})
         _remove_orphans(client, keys, [keys.entry(pk) for pk in gone], report, pause)
     client.set(keys.watermark, iso(started))
@@ -250,9 +285,12 @@ def _reconcile_page(
     report: ReconcileReport,
     memo: SlotMemo,
     producer: Any,
+    *,
+    settled: bool,
 ) -> None:
-    """Repair the entries of one page of active triggers (and send their missed slots). A dry-run report
-    reads and decides but writes and sends nothing."""
+    """Repair the entries of one page of active triggers (and send their missed slots, when no fire was in
+    flight before the page was read: `settled`, see `fires_settled`). A dry-run report reads and decides
+    but writes and sends nothing."""
     observed = read_entries(client, keys, [keys.entry(t.pk) for t in page], scores=True)
     now = clock.now()  # after the read: see desired_entry
     writes: list[tuple[Observed, Desired | None]] = []
@@ -269,7 +307,9 @@ def _reconcile_page(
         if verdict is not None:
             getattr(report, verdict).append(str(trigger.pk))
             writes.append((entry, desired))
-        if fire is not None and len(report.catchup) + len(missed) < RECONCILE_MAX_CATCHUP:
+        if fire is not None and not settled:
+            report.deferred += 1
+        elif fire is not None and len(report.catchup) + len(missed) < RECONCILE_MAX_CATCHUP:
             missed.append((entry, desired, fire))
     report.catchup.extend(fire for _entry, _desired, fire in missed)
     if not report.dry_run:
@@ -301,10 +341,11 @@ class Audit:
         client, keys = redis_client(app), Keys.of(app)
         report = ReconcileReport()
         if self.scan_cursor is None:
+            settled = fires_settled()
             query = Trigger.objects.active().order_by("pk").only(*_RECONCILE_FIELDS)
             page = list((query.filter(pk__gt=self.after) if self.after else query)[: self.rows])
             if page:
-                _reconcile_page(app, client, keys, page, report, SlotMemo(), producer)
+                _reconcile_page(app, client, keys, page, report, SlotMemo(), producer, settled=settled)
                 self.after = page[-1].pk
             else:
                 self.after, self.scan_cursor = None, 0

@@ -12,11 +12,13 @@ from typing import Any
 
 import redis
 from celery import Celery
+from celery.signals import beat_init
 from django.conf import settings
 from django.db import close_old_connections
 from redbeat.schedulers import (
     LUA_EXTEND_TO_SCRIPT,
     RedBeatScheduler,
+    acquire_distributed_beat_lock,
 )
 from redis.exceptions import LockNotOwnedError
 
@@ -37,6 +39,9 @@ from toolkit import clock, metrics
 logger = logging.getLogger(__name__)
 
 AUDIT_SLACK_SECONDS = 0.25
+#: How long after a held lock's expiry a standby tries it: a lock that expires is taken within this, not
+#: within a loop interval.
+STANDBY_MARGIN_SECONDS = 0.005
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -49,7 +54,11 @@ class TriggerScheduler(RedBeatScheduler):
     * `setup_schedule` is a no-op: RedBeat's runs on every beat, standbys included, before the lock is taken,
       and would write entries (even `celery.backend_cleanup`) behind the leader's back.
     * `tick` replaces RedBeat's: due keys come from one ZRANGEBYSCORE, and are loaded, reserved and published
-      in chunks by `BeatPass`. An idle tick is one round trip (plus a lock extension every lock_timeout/3).
+      in chunks by `BeatPass`. An idle tick is one round trip, the earliest score and the heartbeat (plus a
+      lock extension every lock_timeout/3).
+    * The lock is taken in the tick, never in RedBeat's blocking `beat_init` handler (`_lock_at_start`): a
+      standby sleeps until the held lock's expiry when that is sooner than its interval, and a new leader
+      logs the end of its first tick (`_first_tick_done`), the marker benchmarks/beat.py times takeovers by.
     * The lock is extended every lock_timeout/3 — also between the chunks of a long tick and of a reconcile,
       load phase included — so a herd never outlives it. A beat that finds the lock held by another (it was
       frozen or cut off past its timeout) stands by and takes the lock again when it is free; a Redis outage
@@ -71,8 +80,15 @@ class TriggerScheduler(RedBeatScheduler):
         self._beat_pass: BeatPass | None = None
         self._dispatching = False
         self._housekeeping_at = -math.inf
+        self._housekeeping_next: dict[str, float] = {}
         self._outages = 0  # consecutive ticks that found Redis unreachable
         self._audit = Audit(budget=float(settings.SCHEDULER_AUDIT_BUDGET))
+        self._created = time.monotonic()
+        self._leading_since: float | None = None  # set when the lock is taken, cleared by the first tick
+        self._tick_started = self._created
+        self._tick_seconds: float | None = None
+        self._standby_sleep = self._standby_interval()
+        self._identity = metrics.heartbeat_identity()
 
     def setup_schedule(self) -> None:
         return None
@@ -99,7 +115,7 @@ class TriggerScheduler(RedBeatScheduler):
         token again, so a beat that was cut off or frozen past its lock can never fire beside the leader."""
         try:
             if not self._hold_lock():
-                return self._standby_interval()
+                return self._standby_sleep
             interval = self._lead()
         except LockLost as exc:
             self._stand_by(str(exc))
@@ -111,18 +127,44 @@ class TriggerScheduler(RedBeatScheduler):
             self._outages = 0
         return interval
 
-    @metrics.beat_tick  # the heartbeat /healthz reads: written by the leader, on ticks that got through
     def _lead(self) -> float:
-        if self._reconcile_now or time.monotonic() - self._reconciled_at >= self.reconcile_seconds:
+        self._tick_started = started = time.monotonic()
+        if self._reconcile_now or started - self._reconciled_at >= self.reconcile_seconds:
             self.reconcile()
         self.housekeeping()
         interval = self.fire_due()
         # The audit takes a tick's slack only: never while fires are due, and its slice comes off the sleep.
         if interval >= AUDIT_SLACK_SECONDS and self._audit.due():
-            started = time.monotonic()
+            audit_started = time.monotonic()
             self.audit_step()
-            interval = max(0.0, interval - (time.monotonic() - started))
+            interval = max(0.0, interval - (time.monotonic() - audit_started))
+        self._tick_seconds = time.monotonic() - started
+        if self._leading_since is not None:
+            self._first_tick_done()
         return interval
+
+    def _first_tick_done(self) -> None:
+        """The marker of a takeover (benchmarks/beat.py reads it): the wall time at which a new leader's first
+        tick ended — its repair of what changed since the watermark and what was due, fired — and how long
+        that took after the lock was taken and after this scheduler was created (Django and Celery start-up
+        come before that)."""
+        leading_since, self._leading_since = self._leading_since, None
+        now = time.monotonic()
+        took, since = now - (leading_since or now), now - self._created
+        logger.info(
+            "beat: first tick as leader done at %.3f: %.3f s after taking the lock, %.3f s after the "
+            "scheduler was created",
+            time.time(), took, since,
+        )  # fmt: skip
+
+    def _heartbeat(self) -> list[str]:
+        """The heartbeat /healthz reads (`toolkit.metrics.beat_heartbeat`'s fields), written by the tick's own
+        round trip (`BeatPass.due_keys`) instead of one of its own: the wall time now, and the duration of
+        the last complete tick (of this one so far, on the first)."""
+        duration = self._tick_seconds
+        if duration is None:
+            duration = time.monotonic() - self._tick_started
+        return [*self._identity, "tick_at", f"{time.time():.3f}", "tick_seconds", f"{duration:.6f}"]
 
     def _hold_lock(self) -> bool:
         """Whether this beat leads now: it holds the lock (extended when due) or has just taken it. A beat
@@ -135,14 +177,29 @@ class TriggerScheduler(RedBeatScheduler):
             candidate = client.lock(self.lock_key, timeout=self.lock_timeout, sleep=self.max_interval)
             candidate.lua_extend = client.register_script(LUA_EXTEND_TO_SCRIPT)  # extend *to*, not *by*
             if not candidate.acquire(blocking=False):
+                self._standby_sleep = self._until_expiry(client)
                 return False
             self.lock = candidate
-            self._lock_extended_at = time.monotonic()
-            self._reconcile_now = True  # a new leader checks every entry before trusting them
+            self._lock_extended_at = self._leading_since = time.monotonic()
+            self._reconcile_now = True  # a new leader repairs what changed before trusting the entries
             self._beat_pass = None
-            logger.info("beat: acquired the leader lock; leading")
+            self._tick_seconds = None
+            logger.info("beat: Acquired lock; leading")
         self.keep_alive()
         return True
+
+    def _until_expiry(self, client: redis.Redis) -> float:
+        """How long a standby sleeps: until just after the held lock expires when that is sooner than its
+        usual interval. A leader killed with -9 is then replaced as its lock runs out (plus the new leader's
+        first tick), not up to a loop interval later; a leader that released the lock (SIGTERM) is
+        replaced within the usual interval."""
+        try:
+            remaining = client.pttl(self.lock_key)
+        except OUTAGE_ERRORS:
+            return self._standby_interval()
+        if remaining is None or remaining < 0:  # -2 gone (released meanwhile), -1 no TTL (not ours to time)
+            return STANDBY_MARGIN_SECONDS if remaining == -2 else self._standby_interval()
+        return min(self._standby_interval(), remaining / 1000 + STANDBY_MARGIN_SECONDS)
 
     def _standby_interval(self) -> float:
         return max(0.5, min(self.max_interval, self.lock_timeout / 6))
@@ -152,6 +209,7 @@ class TriggerScheduler(RedBeatScheduler):
         self.lock = None
         self._beat_pass = None
         self._reconcile_now = True
+        self._leading_since = None
 
     def _wait_out(self, exc: BaseException) -> float:
         """Redis (or the broker) is unreachable: nothing can be fired or proven. Back off, force a lock
@@ -182,7 +240,7 @@ class TriggerScheduler(RedBeatScheduler):
             return
         self._housekeeping_at = time.monotonic()
         try:
-            send_housekeeping(app=self.app, client=self.beat_pass.client)
+            send_housekeeping(app=self.app, client=self.beat_pass.client, next_try=self._housekeeping_next)
         except Exception:
             logger.exception("beat: could not send housekeeping tasks; next try in 1s")
 
@@ -193,7 +251,7 @@ class TriggerScheduler(RedBeatScheduler):
         self._dispatching = True
         try:
             now = clock.now()
-            due, upcoming = self.beat_pass.due_keys(now)
+            due, upcoming = self.beat_pass.due_keys(now, heartbeat=self._heartbeat())
             if due and self.beat_pass.run(due, now).progressed:
                 return 0.0
         finally:
@@ -291,6 +349,19 @@ class TriggerScheduler(RedBeatScheduler):
         return f"{super().info}\n       . reconcile -> every {self.reconcile_seconds:g}s"
 
 
+@beat_init.connect
+def _lock_at_start(sender: Any = None, **kwargs: Any) -> None:
+    """RedBeat's own beat_init handler blocks in `lock.acquire()`, trying every loop interval, until it holds
+    the lock. A TriggerScheduler takes the lock in its tick instead, without blocking (`_hold_lock`), and a
+    standby sleeps until the held lock's expiry (`_until_expiry`): a takeover then follows the expiry by
+    milliseconds, not by up to a loop interval. Any other scheduler keeps RedBeat's handler."""
+    if not isinstance(getattr(sender, "scheduler", None), TriggerScheduler):
+        acquire_distributed_beat_lock(sender, **kwargs)
+
+
+beat_init.disconnect(acquire_distributed_beat_lock)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Housekeeping: the fleet's own periodic tasks
 
@@ -307,18 +378,30 @@ def housekeeping_tasks() -> dict[str, float]:
     }
 
 
-def send_housekeeping(*, app: Celery | None = None, client: redis.Redis | None = None) -> list[str]:
+def send_housekeeping(
+    *, app: Celery | None = None, client: redis.Redis | None = None, next_try: dict[str, float] | None = None
+) -> list[str]:
     """Send each system task whose period has passed. The period is claimed fleet-wide with SET NX EX, so a
     failover, a restart or ticks beside a beat neither double nor skip a period. Urgent priority: a sweep
-    stuck behind a backlog is what would let that backlog's timeouts and lost messages go unnoticed."""
+    stuck behind a backlog is what would let that backlog's timeouts and lost messages go unnoticed.
+
+    `next_try` (the beat's, kept across ticks: task -> monotonic time) skips a task whose claim this process
+    made and which cannot expire yet, and retries one claimed elsewhere a second later: a leader ticking
+    every second then makes a claim per period, not four round trips per tick."""
     app = app or celery_app()
     client = client or redis_client(app)
     keys = Keys.of(app)
     sent = []
+    now = time.monotonic()
     for task, period in housekeeping_tasks().items():
-        if period > 0 and client.set(keys.housekeeping(task), "1", nx=True, ex=max(1, math.ceil(period))):
+        if period <= 0 or (next_try is not None and now < next_try.get(task, -math.inf)):
+            continue
+        claimed = client.set(keys.housekeeping(task), "1", nx=True, ex=max(1, math.ceil(period)))
+        if claimed:
             app.send_task(task, priority=0, expires=max(1.0, period))
             sent.append(task)
+        if next_try is not None:
+            next_try[task] = now + (period if claimed else 1.0)
     return sent
 
 

@@ -161,11 +161,13 @@ def _owed_slot(
     if observed.wrong_type or observed.definition_raw is None or observed.next_slot_raw is None:
         return None
     try:
-        if observed.definition_raw != definition.encoded:  # fast path: byte-identical means same schedule
-            current = EntryDefinition.from_json(definition.trigger_id, observed.definition_raw)
+        slot = parse_epoch(observed.next_slot_raw, "next_slot")
+        # Byte-identical definitions are the same schedule; a one-off's run_at is not in them, and the slot
+        # check below is what tells an old run_at from the row's.
+        if observed.definition_raw != definition.encoded:
+            current = EntryDefinition.from_json(definition.trigger_id, observed.definition_raw, slot)
             if current.spec != definition.spec:
                 return None
-        slot = parse_epoch(observed.next_slot_raw, "next_slot")
         if memo.next(definition.spec, slot - TINY, trigger.runs_so_far) != slot:
             return None
     except (KeyError, timing.TimingError):

@@ -1,7 +1,8 @@
 """The beat as the fleet runs it: real `celery beat -S schedules.beat.scheduler:TriggerScheduler` and `celery
 worker` processes on the real Redis and database, with the short test timings (lock 6 s, loop 1 s, reconcile
-3 s). Each scenario asserts on what the beats published (their `fire trigger=… slot=…` log lines, one per
-publish) and on the `Execution` rows the workers recorded: one per slot, never two."""
+3 s). Each scenario asserts on what the beats published (their `fire trigger=… slot=…` lines, one per fire at
+DEBUG on `schedules.beat.fires`, which the beats here log with LOG_LEVELS) and on the `Execution` rows the
+workers recorded: one per slot, never two."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ from toolkit import metrics
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 KEYS = Keys.of(app)
-FIRE_LINE = re.compile(r"^\[([\d-]+ [\d:,]+): INFO/\w+\] fire trigger=(\S+) slot=(\S+) origin=(\w+)", re.M)
+FIRE_LINE = re.compile(r"^\[([\d-]+ [\d:,]+): DEBUG/\w+\] fire trigger=(\S+) slot=(\S+) origin=(\w+)", re.M)
+BATCH_LINE = re.compile(r"INFO/\w+\] published (\d+) fires: first trigger=", re.M)
+#: The per-fire DEBUG line of the beat's fire logger, the rest of the beat at INFO.
+FIRE_DEBUG = {"LOG_LEVELS": "schedules.beat.fires=DEBUG"}
 ACQUIRED = re.compile(r"^\[([\d-]+ [\d:,]+): INFO/\w+\] beat: Acquired lock", re.M)
 
 
@@ -62,9 +66,8 @@ def start_worker(processes: Fleet, name: str = "worker", concurrency: int = 2) -
 
 
 def start_beat(processes: Fleet, name: str, *, leader: bool = True, **env: str) -> None:
-    processes.start(
-        name, celery_cmd("beat", "-S", "schedules.beat.scheduler:TriggerScheduler", "--loglevel=INFO"), **env
-    )
+    command = celery_cmd("beat", "-S", "schedules.beat.scheduler:TriggerScheduler", "--loglevel=INFO")
+    processes.start(name, command, **{**FIRE_DEBUG, **env})
     if leader:
         wait_for(lambda: ACQUIRED.search(processes.log(name)), timeout=60, what=f"{name} to take the lock")
     else:
@@ -81,7 +84,13 @@ def acquired_at(processes: Fleet, name: str) -> datetime | None:
 
 
 def published(processes: Fleet, *names: str, origin: str = "schedule") -> list[tuple[str, datetime]]:
-    """Every (trigger id, slot) the named beats published, in log order, duplicates kept."""
+    """Every (trigger id, slot) the named beats published, in log order, duplicates kept: their per-fire
+    DEBUG lines, which must add up to the counts of their per-batch INFO lines (checked here, so every
+    scenario checks it)."""
+    for name in names:
+        log = processes.log(name)
+        batched = sum(int(count) for count in BATCH_LINE.findall(log))
+        assert batched == len(FIRE_LINE.findall(log)), f"{name}: the batch lines count every fire line"
     return [
         (trigger_id, datetime.fromisoformat(slot))
         for name in names

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -79,5 +80,6 @@ def test_the_beat_writes_entries_and_fires_through_sentinel(processes, user, tmp
     wait_for(lambda: entries.zscore("{redbeat}:schedule", key) is not None, timeout=60, what="the entry")
     assert entries.get("{redbeat}::layout") == b"2"
     wait_for(lambda: str(trigger.pk) in fired_trigger_ids(broker), timeout=30, what="a fire in the broker")
-    assert f"fire trigger={trigger.pk}" in processes.log("beat")
+    batch = rf"INFO/\w+\] published \d+ fires: first trigger={trigger.pk} "
+    assert re.search(batch, processes.log("beat")), "one INFO line per published batch"
     assert processes.stop("beat") == 0

@@ -5,12 +5,14 @@ frozen; the beat pass runs in-process (real `celery beat` processes: tests/e2e/t
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import logging
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from django.conf import settings
 from django.core.management import call_command
 from redis.crc import key_slot
 
@@ -30,6 +32,7 @@ from schedules.beat.entries import (
 from schedules.beat.reconcile import Audit, reconcile, reconcile_changed
 from schedules.models import Trigger
 from tests.support.beat import entry_of, write_raw
+from toolkit import broker
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -474,6 +477,37 @@ def test_reconcile_sends_the_latest_missed_slot_once(every_ten_seconds, frozen_c
     assert reconcile(app=app).catchup == [], "sent once, not on every pass"
 
 
+def test_no_pass_sends_a_missed_slot_while_fires_are_in_flight(
+    every_ten_seconds, frozen_clock, redis_client, sent
+):
+    """A slot whose fire is still queued (a herd outlasting the grace), or delivered and not acknowledged
+    (acks are late: after the fire is recorded), looks missed only because its row is stale. Neither the
+    full pass, the changed-since pass nor the audit sends it to catch-up then; once the fire queue is
+    settled they do, once."""
+    for moment in (at(10), at(20), at(30)):
+        assert run_pass(moment)
+    sent.clear()
+    frozen_clock.set(at(30 + 60 + 1))  # past the grace of 12:00:30, as in the test above
+    layout = broker.BrokerLayout.of_app()
+    queued = layout.list_key(settings.SCHEDULER_FIRE_QUEUE, 6)
+    redis_client.lpush(queued, "a fire batch waiting")
+    report = reconcile(app=app)
+    assert (report.catchup, report.deferred) == ([], 1)
+    assert "1 missed slots deferred" in report.lines()[0]
+    assert reconcile_changed(since=T0 - timedelta(days=1), app=app).catchup == []
+    assert Audit(budget=1).step(app=app).catchup == []
+    redis_client.delete(queued)
+    delivered = json.dumps([{"body": "…"}, "", settings.SCHEDULER_FIRE_QUEUE])
+    redis_client.hset(layout.unacked, "tag-1", delivered)
+    assert reconcile(app=app).catchup == [], "delivered to a worker, not acknowledged: still in flight"
+    assert sent == []
+    redis_client.hset(layout.unacked, "tag-1", json.dumps([{"body": "…"}, "", "launch"]))
+    report = reconcile(app=app)
+    assert [(f.slot, f.origin) for f in report.catchup] == [(at(30), "catchup")], "another queue's delivery"
+    assert report.deferred == 0
+    assert [(f.slot, f.origin) for f in sent] == [(at(30), "catchup")]
+
+
 def test_reconcile_leaves_slots_that_are_still_inside_their_grace(
     every_ten_seconds, frozen_clock, redis_client, sent
 ):
@@ -625,6 +659,47 @@ def test_triggers_on_one_schedule_share_one_definition_until_the_last_goes(
     committed(services.trigger_delete, trigger=every_ten_seconds)
     assert redis_client.hlen(KEYS.definitions) == 0, "the last entry out takes its definition along"
     assert redis_client.hlen(KEYS.references) == 0
+
+
+def test_one_offs_share_one_definition_and_each_fires_at_its_own_run_at(
+    user, frozen_clock, redis_client, committed, sent
+):
+    frozen_clock.set(at(0))
+    register = functools.partial(
+        committed, services.trigger_register, owner=user, workflow_id="wf", kind="once"
+    )
+    first, second = register(name="a", run_at=at(30)), register(name="b", run_at=at(40))
+    assert redis_client.hlen(KEYS.definitions) == 1, "run_at lives in each entry's slot, not its definition"
+    assert "run_at" not in entry(redis_client, first)["definition"]
+    assert reconcile(app=app).changed is False, "the shared form is what reconcile expects"
+    committed(services.trigger_update, trigger=Trigger.objects.get(pk=second.pk), run_at=at(50))
+    assert entry(redis_client, second)["next_slot"] == iso(at(50)), "a moved run_at moves the slot"
+    assert reconcile(app=app).changed is False
+    assert [(f.trigger_id, f.slot) for f in run_pass(at(45))] == [(str(first.pk), at(30))]
+    assert [(f.trigger_id, f.slot) for f in run_pass(at(50))] == [(str(second.pk), at(50))]
+
+
+def test_a_one_off_stored_with_its_run_at_inside_is_rewritten_shared(
+    user, frozen_clock, redis_client, committed, sent
+):
+    frozen_clock.set(at(0))
+    trigger = committed(
+        services.trigger_register, owner=user, name="o", workflow_id="wf", kind="once", run_at=at(30)
+    )
+    key = KEYS.entry(trigger.pk)
+    old = json.loads(entry(redis_client, trigger)["definition"]) | {"run_at": iso(at(30))}
+    write_raw(
+        redis_client,
+        KEYS,
+        key,
+        definition=json.dumps(old),
+        next_slot=epoch_text(at(30)),
+        fire_at=epoch_text(at(30)),
+    )
+    assert TriggerEntry.from_key(key, app=app).definition.spec.run_at == at(30), "the old form still reads"
+    assert reconcile(app=app).corrected == [str(trigger.pk)]
+    assert "run_at" not in entry(redis_client, trigger)["definition"]
+    assert [f.slot for f in run_pass(at(30))] == [at(30)]
 
 
 def test_a_leader_finding_the_old_layout_rebuilds_and_drops_its_entries(
