@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis
 from celery import Celery
@@ -211,6 +211,8 @@ class BrokerLayout:
     sep: str
     priority_steps: tuple[int, ...]
     unacked: str = "unacked"
+    #: Delivery tag -> when it was delivered (kombu writes both with every delivery it does not ack yet).
+    unacked_index: str = "unacked_index"
 
     @classmethod
     def of_app(cls) -> BrokerLayout:
@@ -222,6 +224,7 @@ class BrokerLayout:
             sep=options.get("sep", Channel.sep),
             priority_steps=tuple(sorted(options.get("priority_steps", PRIORITY_STEPS))),
             unacked=options.get("unacked_key", Channel.unacked_key),
+            unacked_index=options.get("unacked_index_key", Channel.unacked_index_key),
         )
 
     def list_key(self, queue: str, priority: int) -> str:
@@ -242,13 +245,18 @@ def queue_lengths(client: redis.Redis, queues: Iterable[str]) -> dict[str, dict[
     return result
 
 
-def messages_in_flight(client: redis.Redis, queue: str) -> int:
+def messages_in_flight(client: redis.Redis, queue: str, *, delivered_since: float | None = None) -> int:
     """Messages of `queue` not yet done with: waiting in its priority lists, or delivered to a worker and not
     acknowledged. With late acks (the project's setting) a message is acknowledged after its task returned,
     so a message of the fire queue in neither place has been recorded (or given up) already. The unacked
     hash holds every queue's deliveries, each as JSON [message, exchange, routing key]; only this queue's
-    count. One pipeline, plus a read of the unacked hash when nothing is waiting (a worker holds at most a
-    few messages: a prefetch of one per process)."""
+    count. One pipeline, plus a read of the unacked deliveries when nothing is waiting (a worker holds at
+    most a few messages: a prefetch of one per process).
+
+    `delivered_since` (unix time) counts only deliveries made since then (kombu's unacked index): a
+    delivery older than that belongs to a worker that died holding it (its message comes back only after
+    the visibility timeout, an hour in production) or is stuck, and must not stand for "in flight" that
+    long."""
     layout = BrokerLayout.of_app()
     with client.pipeline(transaction=False) as pipe:
         for priority in layout.priority_steps:
@@ -256,8 +264,13 @@ def messages_in_flight(client: redis.Redis, queue: str) -> int:
         waiting = sum(int(length) for length in pipe.execute())
     if waiting:
         return waiting
+    if delivered_since is None:
+        deliveries = client.hvals(layout.unacked)
+    else:
+        tags = cast("list[bytes]", client.zrangebyscore(layout.unacked_index, delivered_since, "+inf"))
+        deliveries = [raw for raw in (client.hmget(layout.unacked, tags) if tags else []) if raw is not None]
     delivered = 0
-    for raw in client.hvals(layout.unacked):
+    for raw in deliveries:
         try:
             routing_key = json.loads(raw)[2]
         except (ValueError, TypeError, IndexError, KeyError):

@@ -8,6 +8,7 @@ import base64
 import functools
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -29,7 +30,7 @@ from schedules.beat.entries import (
     epoch_text,
     iso,
 )
-from schedules.beat.reconcile import Audit, reconcile, reconcile_changed
+from schedules.beat.reconcile import FIRE_DELIVERY_HORIZON, Audit, reconcile, reconcile_changed
 from schedules.models import Trigger
 from tests.support.beat import entry_of, write_raw
 from toolkit import broker
@@ -498,7 +499,8 @@ def test_no_pass_sends_a_missed_slot_while_fires_are_in_flight(
     assert Audit(budget=1).step(app=app).catchup == []
     redis_client.delete(queued)
     delivered = json.dumps([{"body": "…"}, "", settings.SCHEDULER_FIRE_QUEUE])
-    redis_client.hset(layout.unacked, "tag-1", delivered)
+    redis_client.hset(layout.unacked, "tag-1", delivered)  # as kombu delivers: the message and its time
+    redis_client.zadd(layout.unacked_index, {"tag-1": time.time()})
     assert reconcile(app=app).catchup == [], "delivered to a worker, not acknowledged: still in flight"
     assert sent == []
     redis_client.hset(layout.unacked, "tag-1", json.dumps([{"body": "…"}, "", "launch"]))
@@ -506,6 +508,23 @@ def test_no_pass_sends_a_missed_slot_while_fires_are_in_flight(
     assert [(f.slot, f.origin) for f in report.catchup] == [(at(30), "catchup")], "another queue's delivery"
     assert report.deferred == 0
     assert [(f.slot, f.origin) for f in sent] == [(at(30), "catchup")]
+
+
+def test_a_fire_held_by_a_dead_worker_holds_catch_up_back_only_briefly(
+    every_ten_seconds, frozen_clock, redis_client, sent
+):
+    """A worker killed holding a fire leaves it unacknowledged until the visibility timeout (an hour in
+    production): past FIRE_DELIVERY_HORIZON it no longer counts as in flight, so other slots are caught up."""
+    for moment in (at(10), at(20), at(30)):
+        assert run_pass(moment)
+    sent.clear()
+    frozen_clock.set(at(30 + 60 + 1))
+    layout = broker.BrokerLayout.of_app()
+    redis_client.hset(layout.unacked, "tag-9", json.dumps([{"body": "…"}, "", settings.SCHEDULER_FIRE_QUEUE]))
+    redis_client.zadd(layout.unacked_index, {"tag-9": time.time() - FIRE_DELIVERY_HORIZON - 1})
+    report = reconcile(app=app)
+    assert [(f.slot, f.origin) for f in report.catchup] == [(at(30), "catchup")]
+    assert report.deferred == 0
 
 
 def test_reconcile_leaves_slots_that_are_still_inside_their_grace(
