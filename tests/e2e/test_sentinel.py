@@ -78,7 +78,8 @@ def test_the_beat_writes_entries_and_fires_through_sentinel(processes, user, tmp
     broker = redis.Redis(port=master, db=1)
     key = f"{{redbeat}}:t:{trigger.pk}"
     wait_for(lambda: entries.zscore("{redbeat}:schedule", key) is not None, timeout=60, what="the entry")
-    assert entries.get("{redbeat}::layout") == b"2"
+    # The build marks its layout once every entry is written, a moment after this one.
+    wait_for(lambda: entries.get("{redbeat}::layout") == b"2", timeout=30, what="the build's layout mark")
     wait_for(lambda: str(trigger.pk) in fired_trigger_ids(broker), timeout=30, what="a fire in the broker")
     batch = rf"INFO/\w+\] published \d+ fires: first trigger={trigger.pk} "
     assert re.search(batch, processes.log("beat")), "one INFO line per published batch"
