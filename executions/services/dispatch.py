@@ -194,21 +194,23 @@ def execution_enqueue_many_after_commit(execution_ids: Sequence[uuid.UUID]) -> N
 
 
 def _enqueue_many_logged(execution_ids: list[uuid.UUID]) -> None:
-    try:
-        execution_enqueue_many(execution_ids=execution_ids)
-    except Exception as exc:  # the broker is down: the rows are pending again; the sweeper sends them
-        logger.warning("enqueue of %d executions failed: %s", len(execution_ids), scrub(str(exc)))
+    _logged(len(execution_ids), lambda: execution_enqueue_many(execution_ids=execution_ids))
 
 
 def _send_logged(due: list[Due], held: Sends | None = None) -> None:
-    sends: list[tuple[int, Callable[[], object]]] = [(len(due), lambda: send_due(due))]
     if held is not None and held.claims:
-        sends.insert(0, (len(held.claims), held.publish))
-    for count, send in sends:
-        try:
-            send()
-        except Exception as exc:  # the broker is down: the rows are pending again; the sweeper sends them
-            logger.warning("enqueue of %d executions failed: %s", count, scrub(str(exc)))
+        _logged(len(held.claims), held.publish)
+    if due:
+        _logged(len(due), lambda: send_due(due))
+
+
+def _logged(count: int, send: Callable[[], object]) -> None:
+    """An after-commit send: a broker that refuses is logged, not raised (the rows are pending again and the
+    sweeper sends them), so one failed send never stops the next hook."""
+    try:
+        send()
+    except Exception as exc:
+        logger.warning("enqueue of %d executions failed: %s", count, scrub(str(exc)))
 
 
 def execution_enqueue_many(*, execution_ids: Sequence[uuid.UUID]) -> int:

@@ -192,6 +192,16 @@ def _resend(execution: Execution, *, status: str, countdown: float = 0.0) -> boo
     return True
 
 
+#: What `_resend_queued` reads of a row.
+_RESEND_FIELDS = ("id", "task_id", "priority", "not_before")
+
+
+def _resend_queued(execution: Execution, *, now: datetime) -> bool:
+    """`_resend` of a queued row, keeping what is left of its wait (a retry's backoff, a spread's place)."""
+    wait = (execution.not_before - now).total_seconds() if execution.not_before else 0.0
+    return _resend(execution, status=ExecutionStatus.QUEUED, countdown=min(max(0.0, wait), retry_cap()))
+
+
 def _sweep_unsent(now: datetime, report: SweepReport) -> None:
     """Queued rows whose messages were noted in the unsent ledger and never published (`toolkit.broker.
     note_unsent`): each row still queued under the noted task id gets a new message under a new one (the
@@ -205,11 +215,8 @@ def _sweep_unsent(now: datetime, report: SweepReport) -> None:
     for note, pairs in notes:
         current = {pk: task_id for raw, task_id in pairs if (pk := ids.as_uuid(raw)) is not None}
         rows = Execution.objects.filter(pk__in=list(current), status=ExecutionStatus.QUEUED)
-        for execution in rows.only("id", "task_id", "priority", "not_before").order_by("pk"):
-            if execution.task_id != current[execution.pk]:
-                continue
-            wait = (execution.not_before - now).total_seconds() if execution.not_before else 0.0
-            if _resend(execution, status=ExecutionStatus.QUEUED, countdown=min(max(0.0, wait), retry_cap())):
+        for execution in rows.only(*_RESEND_FIELDS).order_by("pk"):
+            if execution.task_id == current[execution.pk] and _resend_queued(execution, now=now):
                 report.unsent += 1
         broker.note_sent(note)
 
@@ -237,9 +244,8 @@ def _sweep_queued(now: datetime, report: SweepReport) -> None:
             Q(queued_at__lt=cutoff) | Q(queued_at__isnull=True, updated_at__lt=cutoff),
             Q(not_before__isnull=True) | Q(not_before__lt=cutoff),
         )
-    for execution in overdue.only("id", "task_id", "priority", "not_before").iterator(chunk_size=500):
-        wait = (execution.not_before - now).total_seconds() if execution.not_before else 0.0
-        if _resend(execution, status=ExecutionStatus.QUEUED, countdown=min(max(0.0, wait), retry_cap())):
+    for execution in overdue.only(*_RESEND_FIELDS).iterator(chunk_size=500):
+        if _resend_queued(execution, now=now):
             report.requeued += 1
 
 
