@@ -146,18 +146,23 @@ UNSENT_KEY = "scheduler:unsent"
 
 
 @functools.cache
-def _ledger_client(url: str, master: str) -> redis.Redis:
+def _client(url: str, master: str, timeout: float) -> redis.Redis:
     from toolkit import redisurl
 
-    # Short timeouts: the ledger is best effort and must never hold a fire batch up for long.
-    return redisurl.connect(url, master=master, socket_connect_timeout=0.5, socket_timeout=0.5)
+    return redisurl.connect(url, master=master, socket_connect_timeout=timeout, socket_timeout=timeout)
+
+
+def broker_client(*, timeout: float) -> redis.Redis:
+    """A client for the broker's Redis (Sentinel URLs included), one per process and timeout."""
+    from django.conf import settings
+
+    return _client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER, timeout)
 
 
 def ledger() -> redis.Redis:
-    """A client for the broker's Redis (where the messages the ledger vouches for live)."""
-    from django.conf import settings
-
-    return _ledger_client(settings.CELERY_BROKER_URL, settings.REDIS_SENTINEL_MASTER)
+    """The unsent ledger's client: short timeouts, since the ledger is best effort and must never hold a
+    fire batch up for long."""
+    return broker_client(timeout=0.5)
 
 
 def note_unsent(pairs: Sequence[tuple[str, str]], *, at: float) -> str | None:

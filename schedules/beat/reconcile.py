@@ -4,7 +4,6 @@ over what changed since a watermark (`reconcile_changed`) and the slow audit in 
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import math
@@ -41,7 +40,7 @@ from schedules.beat.sync import WRITE_SCRIPT, Desired, SlotMemo, apply_writes, d
 from schedules.models import Trigger
 
 # The pure policy module (no Django, no Celery) is the one table of broker priorities for fires and launches.
-from toolkit import broker, clock, redisurl
+from toolkit import broker, clock
 
 logger = logging.getLogger(__name__)
 
@@ -114,13 +113,6 @@ _RECONCILE_FIELDS = (
 )  # fmt: skip
 
 
-@functools.lru_cache(maxsize=4)
-def _broker(url: str) -> redis.Redis:
-    return redisurl.connect(
-        url, master=settings.REDIS_SENTINEL_MASTER, socket_connect_timeout=2, socket_timeout=2
-    )
-
-
 #: Seconds a fire delivered to a worker and not acknowledged holds catch-ups back (`fires_settled`).
 FIRE_DELIVERY_HORIZON = 120.0
 
@@ -141,7 +133,7 @@ def fires_settled() -> bool:
     unacknowledged until the broker's visibility timeout (an hour in production), and catch-up for every
     other trigger must not wait that long behind it (a fire batch records in well under a second)."""
     try:
-        client = _broker(settings.CELERY_BROKER_URL)
+        client = broker.broker_client(timeout=2)
         since = time.time() - FIRE_DELIVERY_HORIZON  # the broker's clock, as kombu stamps deliveries
         in_flight = broker.messages_in_flight(client, settings.SCHEDULER_FIRE_QUEUE, delivered_since=since)
         return in_flight == 0
